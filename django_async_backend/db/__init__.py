@@ -1,0 +1,7 @@
+"""Async database access: ``async_connections``, the twin of ``django.db.connections``."""
+
+from django_async_backend.db.utils import AsyncConnectionHandler
+
+__all__ = ["async_connections"]
+
+async_connections = AsyncConnectionHandler()

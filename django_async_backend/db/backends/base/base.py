@@ -1,0 +1,316 @@
+"""The async twin of ``django.db.backends.base.base.BaseDatabaseWrapper``.
+
+The wrapper keeps Django's names and state (``in_atomic_block``,
+``savepoint_ids``, ``needs_rollback``, ``run_on_commit`` …) so that Django's
+intuition carries over; every method that talks to the server is a coroutine.
+Backends override the same small hooks as in Django (``get_new_connection``,
+``create_cursor``, ``_commit``, ``_rollback``, ``_savepoint``, ``_close``,
+``_set_autocommit``, ``is_usable``).
+
+Pure helpers that do no I/O (query log, time zone, error wrapping, rollback
+flags) are Django's own, taken from ``BaseDatabaseWrapper`` unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, cast
+
+from django.db import DEFAULT_DB_ALIAS, ProgrammingError
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.backends.signals import connection_created
+from django.db.utils import DatabaseErrorWrapper
+
+from django_async_backend.db.backends.base.transactions import TransactionMixin
+from django_async_backend.utils.loops import loop_state
+
+if TYPE_CHECKING:
+    from django_async_backend.db.backends.utils import AsyncCursorWrapper
+
+logger = logging.getLogger("django.db.backends.base")
+
+_django = cast(Any, BaseDatabaseWrapper)
+
+# Receivers of ``connection_created`` that run sync I/O on the *sync*
+# connection; the async wrapper does their work natively instead.
+SKIPPED_RECEIVERS = {"django.contrib.postgres.signals.register_type_handlers"}
+
+
+class BaseAsyncDatabaseWrapper(TransactionMixin):
+    """Represent one async database connection, driven by one task."""
+
+    vendor = "unknown"
+    display_name = "unknown"
+    Database: Any = None
+    ops_class: Any = None
+    features_class: Any = None
+    queries_limit = 9000
+
+    # Django's own pure helpers: the query log, time zone and error mapping.
+    queries_logged = _django.queries_logged
+    queries = _django.queries
+    timezone = _django.timezone
+    timezone_name = _django.timezone_name
+    execute_wrapper = _django.execute_wrapper
+    check_settings = _django.check_settings
+    __repr__ = _django.__repr__
+
+    def __init__(
+        self, settings_dict: dict[str, Any], alias: str = DEFAULT_DB_ALIAS
+    ) -> None:
+        # The underlying driver connection (a psycopg AsyncConnection).
+        self.connection: Any = None
+        self.settings_dict = settings_dict
+        self.alias = alias
+        # Query logging in debug mode or when explicitly enabled.
+        self.queries_log: deque[dict[str, Any]] = deque(maxlen=self.queries_limit)
+        self.force_debug_cursor = False
+        # The task allowed to drive this connection (see validate_task_sharing).
+        self.owner: asyncio.Task[Any] | None = None
+        self.init_transaction_state()
+        # Connection termination related attributes.
+        self.close_at: float | None = None
+        self.closed_in_transaction = False
+        self.errors_occurred = False
+        self.health_check_enabled = False
+        self.health_check_done = False
+        # Wrappers around execute()/executemany(), sync or async callables
+        # taking (execute, sql, params, many, context).
+        self.execute_wrappers: list[Callable[..., Any]] = []
+        self._named_cursor_idx = 0
+        self.features = self.features_class(self)
+        self.ops = self.ops_class(self)
+
+    @property
+    def wrap_database_errors(self) -> DatabaseErrorWrapper:
+        """Map driver exceptions to ``django.db`` ones, original chained."""
+        return DatabaseErrorWrapper(self)
+
+    # ##### Hooks for backends #####
+
+    def get_connection_params(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    async def get_new_connection(self, conn_params: dict[str, Any]) -> Any:
+        raise NotImplementedError
+
+    async def init_connection_state(self) -> None:
+        """Initialize the database connection settings."""
+
+    def create_cursor(self, name: str | None = None) -> Any:
+        raise NotImplementedError
+
+    async def _close(self) -> None:
+        raise NotImplementedError
+
+    async def is_usable(self) -> bool:
+        raise NotImplementedError
+
+    def make_cursor(self, name: str | None = None) -> AsyncCursorWrapper:
+        from django_async_backend.db.backends.utils import AsyncCursorWrapper
+
+        return AsyncCursorWrapper(self, name)
+
+    def make_debug_cursor(self, name: str | None = None) -> AsyncCursorWrapper:
+        from django_async_backend.db.backends.utils import AsyncCursorDebugWrapper
+
+        return AsyncCursorDebugWrapper(self, name)
+
+    # ##### Connection life #####
+
+    async def connect(self) -> None:
+        """Connect to the database. Assume that the connection is closed."""
+        self.check_settings()
+        await loop_state().install_shutdown_hook()
+        self.reset_transaction_state()
+        self.health_check_enabled = self.settings_dict["CONN_HEALTH_CHECKS"]
+        self.closed_in_transaction = False
+        self.errors_occurred = False
+        # New connections are healthy.
+        self.health_check_done = True
+        if not self._adopt_idle_connection():
+            max_age = self.settings_dict["CONN_MAX_AGE"]
+            self.close_at = None if max_age is None else time.monotonic() + max_age
+            self.connection = await self.get_new_connection(
+                self.get_connection_params()
+            )
+            await self.set_autocommit(self.settings_dict["AUTOCOMMIT"])
+            await self.init_connection_state()
+            await self.send_connection_created()
+        self.run_on_commit = []
+
+    async def send_connection_created(self) -> None:
+        """Send ``connection_created``; await async receivers, call sync ones.
+
+        Sync receivers run inline on the event loop (never in a thread), so
+        they must not block.
+        """
+        sync_receivers, async_receivers = connection_created._live_receivers(
+            self.__class__
+        )
+        for receiver in sync_receivers:
+            name = f"{receiver.__module__}.{receiver.__qualname__}"
+            if name not in SKIPPED_RECEIVERS:
+                receiver(signal=connection_created, sender=self.__class__, connection=self)
+        for receiver in async_receivers:
+            await receiver(
+                signal=connection_created, sender=self.__class__, connection=self
+            )
+
+    async def ensure_connection(self) -> None:
+        """Guarantee that a connection to the database is established."""
+        if self.connection is not None and self.connection.closed:
+            # The server or the network dropped it; outside a transaction,
+            # replace it silently, as the next request would in Django.
+            if self.in_atomic_block:
+                return
+            await self.close()
+        if self.connection is None:
+            if self.in_atomic_block and self.closed_in_transaction:
+                raise ProgrammingError(
+                    "Cannot open a new connection in an atomic block."
+                )
+            with self.wrap_database_errors:
+                await self.connect()
+
+    def cursor(self) -> AsyncCursorWrapper:
+        """Return a cursor; use it as ``async with connection.cursor() as c``."""
+        return self._cursor()
+
+    def chunked_cursor(self) -> AsyncCursorWrapper:
+        """Return a server-side (named) cursor that streams results in chunks."""
+        self._named_cursor_idx += 1
+        name = f"_django_async_curs_{id(self)}_{self._named_cursor_idx}"
+        return self._cursor(name=name)
+
+    def _cursor(self, name: str | None = None) -> AsyncCursorWrapper:
+        self.validate_task_sharing()
+        if self.queries_logged:
+            return self.make_debug_cursor(name)
+        return self.make_cursor(name)
+
+    async def open_cursor(self, name: str | None = None) -> Any:
+        """Connect if needed and return a new driver cursor."""
+        self.validate_task_sharing()
+        await self.close_if_health_check_failed()
+        await self.ensure_connection()
+        with self.wrap_database_errors:
+            return self.create_cursor(name)
+
+    async def close(self) -> None:
+        """Close the connection to the database (or return it to its pool)."""
+        self.validate_task_sharing()
+        self.run_on_commit = []
+        if self.closed_in_transaction or self.connection is None:
+            return
+        try:
+            await self._close()
+        finally:
+            if self.in_atomic_block:
+                self.closed_in_transaction = True
+                self.needs_rollback = True
+            else:
+                self.connection = None
+
+    # ##### Health checks and persistent connections #####
+
+    async def close_if_health_check_failed(self) -> None:
+        """Close the connection if it fails a health check (CONN_HEALTH_CHECKS)."""
+        if (
+            self.connection is None
+            or not self.health_check_enabled
+            or self.health_check_done
+        ):
+            return
+        if not await self.is_usable():
+            await self.close()
+        self.health_check_done = True
+
+    def is_reusable(self) -> bool:
+        """Tell whether the connection may outlive its task (CONN_MAX_AGE)."""
+        return (
+            self.connection is not None
+            and not self.in_atomic_block
+            and not self.errors_occurred
+            and self.autocommit == self.settings_dict["AUTOCOMMIT"]
+            and self.settings_dict["CONN_MAX_AGE"] != 0
+            and (self.close_at is None or time.monotonic() < self.close_at)
+            and not self.connection.closed
+        )
+
+    async def release(self) -> None:
+        """Give the connection up at the end of its task.
+
+        A connection that CONN_MAX_AGE lets live on is parked for the next
+        task on this event loop; anything else is closed (or returned to the
+        pool). Never raises: this runs after its task is gone.
+        """
+        try:
+            if self.is_reusable():
+                idle = loop_state().idle.setdefault(self.alias, [])
+                idle.append((self.connection, self.close_at))
+                self.connection = None
+            else:
+                await self.close()
+        except Exception:  # noqa: BLE001 - nobody is left to handle it
+            logger.debug("Error releasing connection %r", self.alias, exc_info=True)
+            self.connection = None
+
+    def _adopt_idle_connection(self) -> bool:
+        """Take over a connection parked by a finished task, if one is left."""
+        idle = loop_state().idle.get(self.alias)
+        while idle:
+            connection, close_at = idle.pop()
+            if connection.closed:
+                continue
+            self.connection, self.close_at = connection, close_at
+            self.autocommit = self.settings_dict["AUTOCOMMIT"]
+            # A parked connection may have died meanwhile: check it first.
+            self.health_check_done = False
+            return True
+        return False
+
+    # ##### Task safety #####
+
+    @property
+    def owner_done(self) -> bool:
+        return self.owner is None or self.owner.done()
+
+    @property
+    def owner_name(self) -> str:
+        return self.owner.get_name() if self.owner else "<none>"
+
+    def validate_task_sharing(self) -> None:
+        """Refuse to be driven by a task other than the one that owns us."""
+        task = current_task()
+        if self.owner is None:
+            self.owner = task
+        elif self.owner is not task:
+            raise RuntimeError(
+                f"The async connection {self.alias!r} belongs to task "
+                f"{self.owner.get_name()!r} and cannot be used from task "
+                f"{task.get_name()!r}: one connection is driven by one task. "
+                "Fetch it with async_connections[alias] inside the task "
+                "(each task gets its own), or wrap the work in "
+                "`async with async_connections.independent_connection():`."
+            )
+
+
+def current_task() -> asyncio.Task[Any]:
+    """Return the running task, or explain how async connections are used."""
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:
+        task = None
+    if task is None:
+        raise RuntimeError(
+            "Async database connections need a running event loop: use them "
+            "from async code (an `async def` view, or inside asyncio.run()). "
+            "From sync code, use django.db.connections instead."
+        )
+    return task
+

@@ -1,0 +1,216 @@
+"""PostgreSQL ENGINE with native async connections.
+
+``DatabaseWrapper`` is Django's stock postgresql wrapper, unchanged: the sync
+side (migrate, admin, the sync ORM, ``OPTIONS["pool"]``) behaves exactly as
+with ``django.db.backends.postgresql``. ``AsyncDatabaseWrapper`` is its async
+twin on ``psycopg.AsyncConnection``; it reads the same settings, reuses
+Django's operations and features, and never runs database work in a thread.
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import psycopg
+from django.core.exceptions import ImproperlyConfigured
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.backends.postgresql.base import DatabaseWrapper as StockDatabaseWrapper
+from django.db.backends.postgresql.features import DatabaseFeatures
+from django.db.backends.postgresql.operations import DatabaseOperations
+from django.db.backends.postgresql.psycopg_any import IsolationLevel, register_tzloader
+from psycopg import AsyncClientCursor, AsyncCursor, AsyncServerCursor
+from psycopg import sql as pgsql
+from psycopg.client_cursor import ClientCursorMixin
+from psycopg.pq import Format
+
+from django_async_backend.db.backends.base.base import BaseAsyncDatabaseWrapper
+from django_async_backend.db.backends.postgresql.pool import get_pool
+from django_async_backend.db.backends.postgresql.types import register_type_handlers
+
+TIMESTAMPTZ_OID = psycopg.adapters.types["timestamptz"].oid
+
+_stock = cast(Any, StockDatabaseWrapper)
+
+
+class DatabaseWrapper(StockDatabaseWrapper):
+    """Django's postgresql wrapper: the sync side of this ENGINE."""
+
+
+class AsyncServerSideCursor(
+    ClientCursorMixin[psycopg.AsyncConnection[Any], Any], AsyncServerCursor[Any]
+):
+    """A named (server-side) cursor that binds parameters client-side.
+
+    psycopg binds parameters server-side in named cursors, which the ORM's
+    SQL does not support (#20516); Django's sync backend mixes the client
+    binding in the same way.
+    """
+
+
+class AsyncDatabaseOperations(DatabaseOperations):
+    """Django's postgresql operations, with SQL composed without I/O."""
+
+    def compose_sql(self, sql: str, params: Any) -> str:
+        # Django opens a (sync) cursor for this; mogrify itself needs no I/O.
+        return AsyncClientCursor(self.connection.connection).mogrify(sql, params)
+
+
+class AsyncDatabaseWrapper(BaseAsyncDatabaseWrapper):
+    """An async PostgreSQL connection on ``psycopg.AsyncConnection``."""
+
+    vendor = "postgresql"
+    display_name = "PostgreSQL"
+    Database = psycopg
+    ops_class = AsyncDatabaseOperations
+    features_class = DatabaseFeatures
+    sync_wrapper_class = DatabaseWrapper
+
+    # Django's own settings handling: NAME/USER/PASSWORD/HOST/PORT, OPTIONS,
+    # time zone adapters and prepare_threshold, exactly as the sync side.
+    _stock_connection_params = _stock.get_connection_params
+    get_database_version = _stock.get_database_version
+    check_database_version_supported = cast(
+        Any, BaseDatabaseWrapper
+    ).check_database_version_supported
+
+    def __init__(self, settings_dict: dict[str, Any], alias: str = "default") -> None:
+        super().__init__(settings_dict, alias)
+        self.isolation_level = IsolationLevel.READ_COMMITTED
+        # The pool the current connection came from, if any.
+        self._pool: Any = None
+
+    @property
+    def pg_version(self) -> int:
+        if self.connection is None:
+            raise RuntimeError(
+                f"The server version of {self.alias!r} is known once connected: "
+                "await connection.ensure_connection() first."
+            )
+        return int(self.connection.info.server_version)
+
+    @property
+    def pool_options(self) -> dict[str, Any] | None:
+        """The psycopg_pool arguments of OPTIONS["pool"], or None."""
+        options = self.settings_dict["OPTIONS"].get("pool")
+        if not options:
+            return None
+        return {} if options is True else dict(options)
+
+    def get_connection_params(self) -> dict[str, Any]:
+        params = self._stock_connection_params()
+        binding = self.settings_dict["OPTIONS"].get("server_side_binding")
+        params["cursor_factory"] = AsyncCursor if binding is True else AsyncClientCursor
+        return cast(dict[str, Any], params)
+
+    def _isolation_level_option(self) -> IsolationLevel | None:
+        try:
+            value = self.settings_dict["OPTIONS"]["isolation_level"]
+        except KeyError:
+            return None
+        try:
+            return IsolationLevel(value)
+        except ValueError:
+            raise ImproperlyConfigured(
+                f"Invalid transaction isolation level {value} specified. Use "
+                "one of the psycopg.IsolationLevel values."
+            ) from None
+
+    async def get_new_connection(self, conn_params: dict[str, Any]) -> Any:
+        level = self._isolation_level_option()
+        self.isolation_level = level or IsolationLevel.READ_COMMITTED
+        self._pool = None
+        if self.pool_options is not None:
+            pool = await get_pool(self)
+            connection = await pool.getconn()
+            self._pool = pool
+        else:
+            connection = await psycopg.AsyncConnection.connect(**conn_params)
+        if level is not None:
+            try:
+                await connection.set_isolation_level(level)
+            except BaseException:
+                await self._give_back(connection)
+                raise
+        return connection
+
+    async def configure_connection(self, connection: Any) -> bool:
+        """Set the time zone and role; tell whether a commit is needed."""
+        changed = False
+        timezone_name = self.timezone_name
+        current = connection.info.parameter_status("TimeZone")
+        if timezone_name and current != timezone_name:
+            await connection.execute(self.ops.set_time_zone_sql(), [timezone_name])
+            changed = True
+        if role := self.settings_dict["OPTIONS"].get("assume_role"):
+            await connection.execute(
+                pgsql.SQL("SET ROLE {}").format(pgsql.Literal(role))
+            )
+            changed = True
+        queried = await register_type_handlers(self.alias, connection)
+        return changed or queried
+
+    async def init_connection_state(self) -> None:
+        self.check_database_version_supported()
+        if self.connection is not None and self._pool is None:
+            commit = await self.configure_connection(self.connection)
+            if commit and not self.autocommit:
+                await self.connection.commit()
+
+    def create_cursor(self, name: str | None = None) -> Any:
+        connection = self.connection
+        if name:
+            options = self.settings_dict["OPTIONS"]
+            # In autocommit mode the cursor outlives the implicit transaction.
+            withhold = connection.autocommit
+            if options.get("server_side_binding") is True:
+                cursor = connection.cursor(name, scrollable=False, withhold=withhold)
+            else:
+                cursor = AsyncServerSideCursor(
+                    connection, name=name, scrollable=False, withhold=withhold
+                )
+        else:
+            cursor = connection.cursor()
+        # Register the cursor time zone only if the connection disagrees.
+        tzloader = connection.adapters.get_loader(TIMESTAMPTZ_OID, Format.TEXT)
+        if self.timezone != tzloader.timezone:
+            register_tzloader(self.timezone, cursor)
+        return cursor
+
+    async def _set_autocommit(self, autocommit: bool) -> None:
+        with self.wrap_database_errors:
+            await self.connection.set_autocommit(autocommit)
+
+    async def _give_back(self, connection: Any) -> None:
+        """Return ``connection`` to its pool, or close it."""
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            await pool.putconn(connection)
+        else:
+            await connection.close()
+
+    async def _close(self) -> None:
+        if self.connection is not None:
+            pooled = self._pool is not None
+            with self.wrap_database_errors:
+                try:
+                    await self._give_back(self.connection)
+                finally:
+                    if pooled:
+                        # It belongs to the pool now: never touch it again.
+                        self.connection = None
+
+    async def is_usable(self) -> bool:
+        if self.connection is None:
+            return False
+        try:
+            await self.connection.execute("SELECT 1")
+        except psycopg.Error:
+            return False
+        return True
+
+    async def check_constraints(self, table_names: Any = None) -> None:
+        """Check deferred constraints now by making them immediate."""
+        async with self.cursor() as cursor:
+            await cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+            await cursor.execute("SET CONSTRAINTS ALL DEFERRED")
+

@@ -1,0 +1,77 @@
+"""One ``psycopg_pool.AsyncConnectionPool`` per alias and per event loop.
+
+A pool cannot cross event loops (its workers and locks belong to one), so
+pools live in the loop's state and close with ``async_connections.close_all()``
+or when the loop shuts down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+from django.core.exceptions import ImproperlyConfigured
+
+from django_async_backend.utils.loops import loop_state
+
+if TYPE_CHECKING:
+    from django_async_backend.db.backends.postgresql.base import AsyncDatabaseWrapper
+
+
+async def get_pool(db: AsyncDatabaseWrapper) -> Any:
+    """Return the open pool of ``db.alias`` on the running loop."""
+    state = loop_state()
+    opening = state.pools.get(db.alias)
+    if opening is None:
+        # Created once per loop; concurrent callers wait for the same opening,
+        # and a caller being cancelled does not cancel it for the others.
+        opening = state.pools[db.alias] = asyncio.ensure_future(_open_pool(db))
+        await state.install_shutdown_hook()
+    try:
+        return await asyncio.shield(opening)
+    except BaseException:
+        if opening.done() and opening.exception() is not None:
+            # Let the next caller try again (the settings may be fixed).
+            state.pools.pop(db.alias, None)
+        raise
+
+
+async def _open_pool(db: AsyncDatabaseWrapper) -> Any:
+    if db.settings_dict.get("CONN_MAX_AGE", 0) != 0:
+        raise ImproperlyConfigured("Pooling doesn't support persistent connections.")
+    try:
+        from psycopg_pool import AsyncConnectionPool
+    except ImportError as err:
+        raise ImproperlyConfigured(
+            f"DATABASES[{db.alias!r}]['OPTIONS']['pool'] needs psycopg_pool. "
+            "Install it with: pip install 'django-async-backend[pool]'"
+        ) from err
+    kwargs = db.get_connection_params()
+    # Pool connections start in autocommit; the wrapper sets AUTOCOMMIT later.
+    kwargs["autocommit"] = True
+    health_checks = db.settings_dict["CONN_HEALTH_CHECKS"]
+    pool = AsyncConnectionPool(
+        kwargs=kwargs,
+        open=False,
+        configure=_configure(db.alias, db.settings_dict),
+        check=AsyncConnectionPool.check_connection if health_checks else None,
+        **(db.pool_options or {}),
+    )
+    await pool.open()
+    return pool
+
+
+def _configure(alias: str, settings_dict: dict[str, Any]) -> Any:
+    """Build the pool's ``configure`` callback (time zone, role, types)."""
+
+    async def configure(connection: Any) -> None:
+        from django_async_backend.db.backends.postgresql.base import (
+            AsyncDatabaseWrapper,
+        )
+
+        await AsyncDatabaseWrapper(settings_dict, alias).configure_connection(
+            connection
+        )
+
+    return configure
+

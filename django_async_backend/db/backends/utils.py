@@ -1,0 +1,149 @@
+"""Async cursor wrappers: the twins of ``django.db.backends.utils``.
+
+``AsyncCursorWrapper`` maps driver errors to Django's, refuses to run in a
+broken transaction and runs ``execute``/``executemany`` through the
+connection's ``execute_wrappers`` (sync or async). ``AsyncCursorDebugWrapper``
+records queries in ``connection.queries`` and the ``django.db.backends``
+logger with Django's own ``debug_sql``.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import AsyncIterator, Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, cast
+
+from django.db.backends.utils import CursorDebugWrapper
+
+if TYPE_CHECKING:
+    from django_async_backend.db.backends.base.base import BaseAsyncDatabaseWrapper
+
+Params = Sequence[Any] | dict[str, Any] | None
+
+
+class AsyncCursorWrapper:
+    """A database cursor for async code; use it with ``async with``."""
+
+    def __init__(self, db: BaseAsyncDatabaseWrapper, name: str | None = None) -> None:
+        self.db = db
+        self.name = name
+        # The driver cursor, opened by __aenter__.
+        self.cursor: Any = None
+
+    async def __aenter__(self) -> AsyncCursorWrapper:
+        self.cursor = await self.db.open_cursor(self.name)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        # Errors while closing are not useful to the caller (#17671).
+        try:
+            await self.close()
+        except self.db.Database.Error:
+            pass
+
+    def _require_open(self) -> Any:
+        if self.cursor is None:
+            raise RuntimeError(
+                "This cursor is not open: use `async with connection.cursor() "
+                "as cursor:` before executing queries."
+            )
+        return self.cursor
+
+    @property
+    def rowcount(self) -> int:
+        return int(self._require_open().rowcount)
+
+    @property
+    def description(self) -> Any:
+        return self._require_open().description
+
+    @property
+    def closed(self) -> bool:
+        return self.cursor is None or bool(self.cursor.closed)
+
+    async def close(self) -> None:
+        if self.cursor is not None:
+            with self.db.wrap_database_errors:
+                await self.cursor.close()
+
+    async def execute(self, sql: Any, params: Params = None) -> AsyncCursorWrapper:
+        await self._execute_with_wrappers(sql, params, False, self._execute)
+        return self
+
+    async def executemany(
+        self, sql: Any, param_list: Sequence[Params]
+    ) -> AsyncCursorWrapper:
+        await self._execute_with_wrappers(sql, param_list, True, self._executemany)
+        return self
+
+    async def _execute_with_wrappers(
+        self, sql: Any, params: Any, many: bool, executor: Any
+    ) -> Any:
+        context = {"connection": self.db, "cursor": self}
+        for wrapper in reversed(self.db.execute_wrappers):
+            executor = functools.partial(wrapper, executor)
+        result = executor(sql, params, many, context)
+        # A sync wrapper hands back the coroutine of the next layer.
+        while inspect.isawaitable(result):
+            result = await result
+        return result
+
+    async def _execute(self, sql: Any, params: Params, *ignored: Any) -> None:
+        cursor = self._require_open()
+        self.db.validate_no_broken_transaction()
+        with self.db.wrap_database_errors:
+            if params is None:
+                await cursor.execute(sql)
+            else:
+                await cursor.execute(sql, params)
+
+    async def _executemany(
+        self, sql: Any, param_list: Sequence[Params], *ignored: Any
+    ) -> None:
+        cursor = self._require_open()
+        self.db.validate_no_broken_transaction()
+        with self.db.wrap_database_errors:
+            await cursor.executemany(sql, param_list)
+
+    async def fetchone(self) -> Any:
+        with self.db.wrap_database_errors:
+            return await self._require_open().fetchone()
+
+    async def fetchmany(self, size: int = 0) -> list[Any]:
+        with self.db.wrap_database_errors:
+            return cast(list[Any], await self._require_open().fetchmany(size))
+
+    async def fetchall(self) -> list[Any]:
+        with self.db.wrap_database_errors:
+            return cast(list[Any], await self._require_open().fetchall())
+
+    async def __aiter__(self) -> AsyncIterator[Any]:
+        cursor = self._require_open()
+        with self.db.wrap_database_errors:
+            async for row in cursor:
+                yield row
+
+
+class AsyncCursorDebugWrapper(AsyncCursorWrapper):
+    """Record each query in ``connection.queries`` and the SQL logger."""
+
+    # Django's context manager: times the block, logs and appends to
+    # connection.queries_log. It only reads self.db and self.cursor.
+    debug_sql = cast(Any, CursorDebugWrapper).debug_sql
+
+    async def execute(self, sql: Any, params: Params = None) -> AsyncCursorWrapper:
+        with self.debug_sql(sql, params, use_last_executed_query=True):
+            return await super().execute(sql, params)
+
+    async def executemany(
+        self, sql: Any, param_list: Sequence[Params]
+    ) -> AsyncCursorWrapper:
+        with self.debug_sql(sql, param_list, many=True):
+            return await super().executemany(sql, param_list)

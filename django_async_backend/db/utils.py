@@ -1,0 +1,152 @@
+"""The async connection handler: ``async_connections[alias]``.
+
+Each asyncio task drives its own connections. A task's connections live in a
+:class:`ConnectionScope` stored in a ContextVar; the first time a task asks
+for an alias it gets a scope of its own (a child task inherits its parent's
+context, but never drives the parent's connections) and that scope is released
+when the task finishes: closed, returned to the pool, or kept for the next
+task when CONN_MAX_AGE allows. ``independent_connection()`` opens a nested
+scope for one block.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
+from typing import Any
+
+from django.core.exceptions import ImproperlyConfigured
+from django.db import connections
+from django.db.utils import ConnectionDoesNotExist, load_backend
+
+from django_async_backend.db.backends.base.base import (
+    BaseAsyncDatabaseWrapper,
+    current_task,
+)
+from django_async_backend.utils.loops import loop_state, shielded, spawn
+
+
+class ConnectionScope:
+    """The async connections one task drives: one wrapper per alias."""
+
+    def __init__(self, handler: AsyncConnectionHandler, owner: asyncio.Task[Any]):
+        self.handler = handler
+        self.owner = owner
+        self.wrappers: dict[str, BaseAsyncDatabaseWrapper] = {}
+        loop_state().scopes.add(self)
+
+    def get(self, alias: str) -> BaseAsyncDatabaseWrapper:
+        wrapper = self.wrappers.get(alias)
+        if wrapper is None:
+            wrapper = self.wrappers[alias] = self.handler.create_connection(alias)
+            wrapper.owner = self.owner
+        return wrapper
+
+    async def release(self) -> None:
+        """Release every connection (see BaseAsyncDatabaseWrapper.release)."""
+        wrappers, self.wrappers = list(self.wrappers.values()), {}
+        task = asyncio.current_task()
+        for wrapper in wrappers:
+            # The owner is finished (or is us): taking over is safe.
+            wrapper.owner = task
+            await wrapper.release()
+        loop_state().scopes.discard(self)
+
+    async def close_all(self) -> None:
+        for wrapper in list(self.wrappers.values()):
+            await wrapper.close()
+
+
+class AsyncConnectionHandler:
+    """Give each task its own async connection per alias."""
+
+    def __init__(self) -> None:
+        self._scope: ContextVar[ConnectionScope | None] = ContextVar(
+            "django_async_backend_scope", default=None
+        )
+
+    @property
+    def settings(self) -> dict[str, dict[str, Any]]:
+        # Django's configured DATABASES: the very dicts the sync wrappers use,
+        # so a test runner switching NAME to the test database is followed.
+        return connections.settings  # type: ignore[no-any-return]
+
+    def create_connection(self, alias: str) -> BaseAsyncDatabaseWrapper:
+        if alias not in self.settings:
+            raise ConnectionDoesNotExist(
+                f"The async connection {alias!r} doesn't exist: DATABASES "
+                f"defines {', '.join(map(repr, self.settings)) or 'no alias'}."
+            )
+        settings_dict = self.settings[alias]
+        backend = load_backend(settings_dict["ENGINE"])
+        wrapper_class = getattr(backend, "AsyncDatabaseWrapper", None)
+        if wrapper_class is None:
+            raise ImproperlyConfigured(
+                f"DATABASES[{alias!r}] uses ENGINE {settings_dict['ENGINE']!r}, "
+                "which has no async connections. Set its ENGINE to "
+                "'django_async_backend.db.backends.postgresql' to use "
+                f"async_connections[{alias!r}]."
+            )
+        return wrapper_class(settings_dict, alias)  # type: ignore[no-any-return]
+
+    def __getitem__(self, alias: str) -> BaseAsyncDatabaseWrapper:
+        task = current_task()
+        scope = self._scope.get()
+        if scope is None or scope.owner is not task:
+            scope = self._start_task_scope(scope, alias, task)
+        return scope.get(alias)
+
+    def _start_task_scope(
+        self, inherited: ConnectionScope | None, alias: str, task: asyncio.Task[Any]
+    ) -> ConnectionScope:
+        """Give ``task`` a scope of its own, released when the task is done."""
+        parent = inherited.wrappers.get(alias) if inherited else None
+        if parent is not None and parent.in_atomic_block and not parent.owner_done:
+            raise RuntimeError(
+                f"Task {task.get_name()!r} cannot use the async connection "
+                f"{alias!r}: its parent task {parent.owner_name!r} holds it "
+                "inside async_atomic(), and a transaction belongs to one task. "
+                "Await the work in the parent task to make it part of the "
+                "transaction, or run it in `async with "
+                "async_connections.independent_connection():` to make it "
+                "independent of the transaction (it commits on its own)."
+            )
+        scope = ConnectionScope(self, task)
+        self._scope.set(scope)
+        state = loop_state()
+        task.add_done_callback(lambda _: spawn(scope.release(), state))
+        return scope
+
+    def all(self, initialized_only: bool = True) -> list[BaseAsyncDatabaseWrapper]:
+        """Return the current task's connections (only those already created)."""
+        scope = self._scope.get()
+        if scope is None or scope.owner is not asyncio.current_task():
+            return []
+        return list(scope.wrappers.values())
+
+    @asynccontextmanager
+    async def independent_connection(self) -> AsyncIterator[None]:
+        """Give the block fresh connections for every alias it uses.
+
+        The outer connections are restored afterwards; the block's own are
+        released (closed, or returned to the pool) when it exits.
+        """
+        scope = ConnectionScope(self, current_task())
+        token = self._scope.set(scope)
+        try:
+            yield
+        finally:
+            self._scope.reset(token)
+            # Shielded: a second cancellation must not strand a connection.
+            await shielded(scope.release())
+
+    async def close_all(self) -> None:
+        """Close this task's connections, the parked ones and the loop's pools."""
+        scope = self._scope.get()
+        if scope is not None and scope.owner is asyncio.current_task():
+            await scope.close_all()
+        state = loop_state()
+        await state.close_idle()
+        await state.close_pools()

@@ -1,0 +1,120 @@
+"""Per-event-loop state, and a hook that runs when the loop shuts down.
+
+Async connections and pools are bound to the event loop that created them: a
+psycopg ``AsyncConnection`` must not be awaited from another loop. Everything
+that outlives a single task (pools, parked persistent connections, the scopes
+that still hold connections) therefore lives in a :class:`LoopState` keyed by
+the loop, and is closed when that loop shuts down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from typing import Any
+
+__all__ = ["LoopState", "loop_state", "shielded", "spawn"]
+
+Closer = Callable[[], Awaitable[None]]
+
+
+class LoopState:
+    """What the backend keeps for one event loop."""
+
+    def __init__(self) -> None:
+        # alias -> the opening of its psycopg_pool.AsyncConnectionPool (a
+        # future, so that concurrent first users wait for the same pool).
+        self.pools: dict[str, asyncio.Future[Any]] = {}
+        # alias -> connections kept alive between tasks (CONN_MAX_AGE), each
+        # with the monotonic time it must be closed at (None: never).
+        self.idle: dict[str, list[tuple[Any, float | None]]] = {}
+        # Scopes (see db.utils) that still hold connections; released at the
+        # latest when the loop shuts down.
+        self.scopes: set[Any] = set()
+        # Background tasks (connection releases) kept alive until they finish.
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self._keeper: AsyncGenerator[None, None] | None = None
+
+    async def install_shutdown_hook(self) -> None:
+        """Arrange for :meth:`shutdown` to run when the loop shuts down.
+
+        ``asyncio.run()`` and ``asyncio.Runner`` (uvicorn, unittest's
+        IsolatedAsyncioTestCase) call ``loop.shutdown_asyncgens()`` after
+        cancelling the remaining tasks but while the loop still runs. A started
+        async generator is finalized there, so its ``finally`` clause is the
+        one place where connections can still be closed cleanly.
+        """
+        if self._keeper is not None:
+            return
+        self._keeper = self._keep()
+        await self._keeper.__anext__()
+
+    async def _keep(self) -> AsyncGenerator[None, None]:
+        try:
+            yield
+        finally:
+            await self.shutdown()
+
+    async def shutdown(self) -> None:
+        """Close everything registered for this loop; never raise."""
+        pending = list(self.tasks)
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+        for scope in list(self.scopes):
+            await _quietly(scope.release)
+        await _quietly(self.close_idle)
+        await _quietly(self.close_pools)
+
+    async def close_idle(self) -> None:
+        """Close the connections parked for reuse (CONN_MAX_AGE)."""
+        idle, self.idle = self.idle, {}
+        for parked in idle.values():
+            for connection, _ in parked:
+                await _quietly(connection.close)
+
+
+    async def close_pools(self) -> None:
+        """Close the pools opened on this loop."""
+        openings, self.pools = list(self.pools.values()), {}
+        for opening in openings:
+            try:
+                pool = await opening
+            except Exception:  # noqa: BLE001 - it never opened
+                continue
+            await pool.close()
+
+
+async def _quietly(close: Closer) -> None:
+    try:
+        await close()
+    except Exception:  # noqa: BLE001 - shutdown goes on whatever fails
+        pass
+
+
+_states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopState] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def loop_state(loop: asyncio.AbstractEventLoop | None = None) -> LoopState:
+    """Return the state of ``loop`` (default: the running loop)."""
+    loop = loop or asyncio.get_running_loop()
+    state = _states.get(loop)
+    if state is None:
+        state = _states[loop] = LoopState()
+    return state
+
+
+def spawn(coro: Awaitable[Any], state: LoopState | None = None) -> asyncio.Future[Any]:
+    """Run ``coro`` in the background, holding a reference until it ends."""
+    state = state or loop_state()
+    task = asyncio.ensure_future(coro)
+    state.tasks.add(task)
+    task.add_done_callback(state.tasks.discard)
+    return task
+
+
+async def shielded(coro: Awaitable[Any]) -> Any:
+    """Await ``coro`` to the end even if the awaiting task is cancelled."""
+    return await asyncio.shield(spawn(coro))
