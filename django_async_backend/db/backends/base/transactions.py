@@ -97,9 +97,16 @@ class TransactionMixin:
         raise NotImplementedError
 
     async def _execute_control(self, sql: str) -> None:
-        """Run a transaction-control statement with a bare driver cursor."""
-        with self.wrap_database_errors:
-            await self.connection.execute(sql)
+        """Run a savepoint statement; like Django, through a (logged) cursor."""
+        async with self.cursor() as cursor:
+            await cursor.execute(sql)
+
+    def cursor(self) -> Any:
+        raise NotImplementedError
+
+    def transaction_is_open(self) -> bool:
+        """Tell whether the server session is inside a transaction."""
+        raise NotImplementedError
 
     async def _savepoint(self, sid: str) -> None:
         await self._execute_control(self.ops.savepoint_create_sql(sid))

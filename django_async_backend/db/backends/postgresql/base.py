@@ -21,11 +21,12 @@ from django.db.backends.postgresql.psycopg_any import IsolationLevel, register_t
 from psycopg import AsyncClientCursor, AsyncCursor, AsyncServerCursor
 from psycopg import sql as pgsql
 from psycopg.client_cursor import ClientCursorMixin
-from psycopg.pq import Format
+from psycopg.pq import Format, TransactionStatus
 
 from django_async_backend.db.backends.base.base import BaseAsyncDatabaseWrapper
 from django_async_backend.db.backends.postgresql.pool import get_pool
 from django_async_backend.db.backends.postgresql.types import register_type_handlers
+from django_async_backend.utils.loops import shielded
 
 TIMESTAMPTZ_OID = psycopg.adapters.types["timestamptz"].oid
 
@@ -180,12 +181,20 @@ class AsyncDatabaseWrapper(BaseAsyncDatabaseWrapper):
         with self.wrap_database_errors:
             await self.connection.set_autocommit(autocommit)
 
+    def transaction_is_open(self) -> bool:
+        connection = self.connection
+        if connection is None or connection.closed:
+            return False
+        return bool(connection.info.transaction_status != TransactionStatus.IDLE)
+
     async def _give_back(self, connection: Any) -> None:
         """Return ``connection`` to its pool, or close it."""
         if self._pool is not None:
             pool, self._pool = self._pool, None
-            await pool.putconn(connection)
+            # Shielded: an interrupted putconn() would strand a pool slot.
+            await shielded(pool.putconn(connection))
         else:
+            # Never suspends: it only closes the socket.
             await connection.close()
 
     async def _close(self) -> None:
