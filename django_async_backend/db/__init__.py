@@ -1,4 +1,4 @@
-"""Async database access: ``async_connections``, the twin of ``django.db.connections``."""
+"""Async database access: ``async_connections``, twin of ``django.db.connections``."""
 
 from django_async_backend.db.utils import AsyncConnectionHandler
 

@@ -178,8 +178,7 @@ class AsyncAtomic:
             and not connection.atomic_blocks[-1]._from_testcase
         ):
             raise RuntimeError(
-                "A durable atomic block cannot be nested within another "
-                "atomic block."
+                "A durable atomic block cannot be nested within another atomic block."
             )
         await connection.ensure_connection()
         step = plan_enter(connection, self.savepoint)

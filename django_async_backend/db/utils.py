@@ -19,7 +19,8 @@ from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connections
-from django.db.utils import ConnectionDoesNotExist, load_backend
+from django.db.utils import load_backend
+from django.utils.connection import ConnectionDoesNotExist
 
 from django_async_backend.db.backends.base.base import (
     BaseAsyncDatabaseWrapper,
@@ -71,7 +72,7 @@ class AsyncConnectionHandler:
     def settings(self) -> dict[str, dict[str, Any]]:
         # Django's configured DATABASES: the very dicts the sync wrappers use,
         # so a test runner switching NAME to the test database is followed.
-        return connections.settings  # type: ignore[no-any-return]
+        return connections.settings
 
     def create_connection(self, alias: str) -> BaseAsyncDatabaseWrapper:
         if alias not in self.settings:

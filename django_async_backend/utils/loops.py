@@ -10,6 +10,7 @@ the loop, and is closed when that loop shuts down.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import weakref
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
@@ -73,23 +74,21 @@ class LoopState:
             for connection, _ in parked:
                 await _quietly(connection.close)
 
-
     async def close_pools(self) -> None:
         """Close the pools opened on this loop."""
         openings, self.pools = list(self.pools.values()), {}
         for opening in openings:
             try:
                 pool = await opening
-            except Exception:  # noqa: BLE001 - it never opened
+            except Exception:  # it never opened
                 continue
             await pool.close()
 
 
 async def _quietly(close: Closer) -> None:
-    try:
+    # Shutdown goes on whatever fails.
+    with contextlib.suppress(Exception):
         await close()
-    except Exception:  # noqa: BLE001 - shutdown goes on whatever fails
-        pass
 
 
 _states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopState] = (

@@ -9,6 +9,7 @@ logger with Django's own ``debug_sql``.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 from collections.abc import AsyncIterator, Sequence
@@ -43,10 +44,8 @@ class AsyncCursorWrapper:
         tb: TracebackType | None,
     ) -> None:
         # Errors while closing are not useful to the caller (#17671).
-        try:
+        with contextlib.suppress(self.db.Database.Error):
             await self.close()
-        except self.db.Database.Error:
-            pass
 
     def _require_open(self) -> Any:
         if self.cursor is None:

@@ -155,7 +155,9 @@ class BaseAsyncDatabaseWrapper(TransactionMixin):
         for receiver in sync_receivers:
             name = f"{receiver.__module__}.{receiver.__qualname__}"
             if name not in SKIPPED_RECEIVERS:
-                receiver(signal=connection_created, sender=self.__class__, connection=self)
+                receiver(
+                    signal=connection_created, sender=self.__class__, connection=self
+                )
         for receiver in async_receivers:
             await receiver(
                 signal=connection_created, sender=self.__class__, connection=self
@@ -256,7 +258,7 @@ class BaseAsyncDatabaseWrapper(TransactionMixin):
                 self.connection = None
             else:
                 await self.close()
-        except Exception:  # noqa: BLE001 - nobody is left to handle it
+        except Exception:  # nobody is left to handle it
             logger.debug("Error releasing connection %r", self.alias, exc_info=True)
             self.connection = None
 
@@ -313,4 +315,3 @@ def current_task() -> asyncio.Task[Any]:
             "From sync code, use django.db.connections instead."
         )
     return task
-

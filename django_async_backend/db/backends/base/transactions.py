@@ -14,9 +14,9 @@ import logging
 from collections.abc import Callable
 from typing import Any, cast
 
-from django.db.transaction import TransactionManagementError
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.utils import debug_transaction
+from django.db.transaction import TransactionManagementError
 
 logger = logging.getLogger("django.db.backends.base")
 

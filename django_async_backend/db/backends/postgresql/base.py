@@ -222,4 +222,3 @@ class AsyncDatabaseWrapper(BaseAsyncDatabaseWrapper):
         async with self.cursor() as cursor:
             await cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
             await cursor.execute("SET CONSTRAINTS ALL DEFERRED")
-

@@ -74,4 +74,3 @@ def _configure(alias: str, settings_dict: dict[str, Any]) -> Any:
         )
 
     return configure
-
