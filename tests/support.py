@@ -1,0 +1,130 @@
+"""Shared helpers for the test modules; import it before anything Django.
+
+Importing this module configures Django (``DJANGO_SETTINGS_MODULE=settings``
+unless already set) and calls ``django.setup()`` once.
+
+The helpers that inspect the server use short-lived *synchronous* psycopg
+connections on purpose: they observe the backend under test from the outside
+and must not share its event loop, pool or connection state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "settings")
+
+import django
+from django.apps import apps
+
+if not apps.ready:
+    django.setup()
+
+import psycopg
+from django.conf import settings
+from psycopg.conninfo import make_conninfo
+
+__all__ = [
+    "count_sessions",
+    "ensure_test_tables",
+    "idle_in_transaction_sessions",
+    "server_dsn",
+]
+
+# The alias whose stock (sync) Django backend creates the schema.
+MIGRATE_ALIAS = "stock"
+
+_SESSIONS_SQL = """
+    SELECT count(*) FROM pg_stat_activity
+    WHERE datname = current_database()
+      AND pid <> pg_backend_pid()
+      AND backend_type = 'client backend'
+"""
+
+
+def server_dsn(alias: str = "default") -> str:
+    """A libpq conninfo string for ``alias``, usable with ``psycopg.connect``."""
+    config: dict[str, Any] = settings.DATABASES[alias]
+    if "postgresql" not in config["ENGINE"]:
+        raise ValueError(f"database alias {alias!r} is not a PostgreSQL alias")
+    params: dict[str, Any] = {
+        "dbname": config.get("NAME") or None,
+        "user": config.get("USER") or None,
+        "password": config.get("PASSWORD") or None,
+        "host": config.get("HOST") or None,
+        "port": str(config["PORT"]) if config.get("PORT") else None,
+    }
+    options: dict[str, Any] = dict(config.get("OPTIONS") or {})
+    # Only libpq parameters belong in a conninfo string.
+    for key in ("connect_timeout", "sslmode", "application_name", "options"):
+        if key in options:
+            params[key] = options[key]
+    return make_conninfo(**{k: v for k, v in params.items() if v is not None})
+
+
+def _scalar(sql: str, params: tuple[Any, ...] = ()) -> int:
+    with psycopg.connect(server_dsn(), autocommit=True) as conn:
+        row = conn.execute(sql, params).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def count_sessions(application_name: str | None = None) -> int:
+    """Client sessions on the test database, other than the one asking.
+
+    With ``application_name`` only sessions that set that name are counted.
+    """
+    if application_name is None:
+        return _scalar(_SESSIONS_SQL)
+    return _scalar(_SESSIONS_SQL + " AND application_name = %s", (application_name,))
+
+
+def idle_in_transaction_sessions() -> int:
+    """Sessions on the test database left idle inside an open transaction."""
+    return _scalar(_SESSIONS_SQL + " AND state LIKE 'idle in transaction%%'")
+
+
+_tables_ready = False
+_tables_lock = threading.Lock()
+
+
+def _migrate() -> None:
+    from django.core.management import call_command
+    from django.db import connections
+
+    try:
+        call_command("migrate", database=MIGRATE_ALIAS, verbosity=0)
+    finally:
+        # Leave no session behind that count_sessions() would see.
+        connections[MIGRATE_ALIAS].close()
+
+
+def ensure_test_tables() -> None:
+    """Create the schema of every installed app (testapp included), once.
+
+    Runs ``migrate`` through the stock synchronous PostgreSQL backend on the
+    same database, so it works before the async backend is usable and from
+    both sync and async callers (the work runs in a helper thread, which
+    keeps Django's async-safety guard happy when an event loop is running).
+    Idempotent and cheap after the first call in a process.
+    """
+    global _tables_ready
+    with _tables_lock:
+        if _tables_ready:
+            return
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            in_loop = False
+        else:
+            in_loop = True
+        if in_loop:
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                pool.submit(_migrate).result()
+        else:
+            _migrate()
+        _tables_ready = True
