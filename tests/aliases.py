@@ -7,12 +7,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import support  # noqa: F401 - configures Django
 from django.db import connections
+
+import support  # noqa: F401 - configures Django
 
 
 @contextmanager
-def temporary_alias(name: str, base: str = "default", **overrides: Any) -> Iterator[str]:
+def temporary_alias(
+    name: str, base: str = "default", **overrides: Any
+) -> Iterator[str]:
     """Add DATABASES[name], a copy of ``base`` with ``overrides``.
 
     ``OPTIONS`` in overrides replaces the base options (merged into a copy).

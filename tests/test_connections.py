@@ -3,11 +3,11 @@
 import asyncio
 import unittest
 
-import support
-from aliases import backend_pid
 from django.core.exceptions import ImproperlyConfigured
 from django.db.utils import ConnectionDoesNotExist
 
+import support
+from aliases import backend_pid
 from django_async_backend.db import async_connections
 
 

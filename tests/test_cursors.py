@@ -4,9 +4,9 @@ import asyncio
 import unittest
 from typing import Any
 
-import support
 from django.db import connections
 
+import support
 from django_async_backend.db import async_connections
 
 HOSTILE = [
@@ -51,7 +51,9 @@ class CursorTests(unittest.IsolatedAsyncioTestCase):
 
     async def test_execute_with_named_params(self) -> None:
         async with self.connection.cursor() as cursor:
-            await cursor.execute("SELECT %(a)s::text || %(b)s::text", {"a": "x", "b": "y"})
+            await cursor.execute(
+                "SELECT %(a)s::text || %(b)s::text", {"a": "x", "b": "y"}
+            )
             self.assertEqual(await cursor.fetchone(), ("xy",))
 
     async def test_executemany_inserts_every_row(self) -> None:
@@ -95,7 +97,9 @@ class CursorTests(unittest.IsolatedAsyncioTestCase):
     async def test_hostile_strings_round_trip_as_values(self) -> None:
         await self.insert(*HOSTILE)
         async with self.connection.cursor() as cursor:
-            await cursor.execute("SELECT name FROM testapp_item WHERE name = ANY(%s)", [HOSTILE])
+            await cursor.execute(
+                "SELECT name FROM testapp_item WHERE name = ANY(%s)", [HOSTILE]
+            )
             self.assertCountEqual([row[0] for row in await cursor.fetchall()], HOSTILE)
             await cursor.execute("SELECT count(*) FROM testapp_account")
             self.assertIsNotNone(await cursor.fetchone())
@@ -107,7 +111,9 @@ class CursorTests(unittest.IsolatedAsyncioTestCase):
             # Django's stock sync backend on the same database, in a thread.
             try:
                 with connections["stock"].cursor() as cursor:
-                    cursor.execute("SELECT count(*) FROM testapp_item WHERE name = 'seen'")
+                    cursor.execute(
+                        "SELECT count(*) FROM testapp_item WHERE name = 'seen'"
+                    )
                     return int(cursor.fetchone()[0])
             finally:
                 connections["stock"].close()

@@ -4,9 +4,9 @@ import unittest
 from typing import Any
 
 import psycopg
-import support
 from django.db import IntegrityError, ProgrammingError
 
+import support
 from django_async_backend.db import async_connections
 
 

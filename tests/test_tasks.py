@@ -5,7 +5,6 @@ import unittest
 
 import support
 from aliases import backend_pid
-
 from django_async_backend.db import async_connections
 
 
@@ -52,7 +51,9 @@ class TaskTests(unittest.IsolatedAsyncioTestCase):
     async def test_passing_a_connection_to_another_task_is_refused(self) -> None:
         connection = async_connections["default"]
         await backend_pid(connection)
-        with self.assertRaisesRegex(RuntimeError, "belongs to task .*independent_connection"):
+        with self.assertRaisesRegex(
+            RuntimeError, "belongs to task .*independent_connection"
+        ):
             await asyncio.create_task(backend_pid(connection))
 
 
