@@ -26,6 +26,9 @@ ASYNC_ENGINE = "django_async_backend.db.backends.postgresql"
 _URL_KEYS = {"host": "HOST", "port": "PORT", "user": "USER", "password": "PASSWORD"}
 
 
+APPLICATION_NAME = f"dab-tests-{os.getpid()}"
+
+
 def parse_database_url(url: str) -> dict[str, Any]:
     """Turn a ``postgresql://`` URL into Django connection settings."""
     parts = urlsplit(url)
@@ -69,6 +72,9 @@ def database_from_env(environ: Mapping[str, str]) -> dict[str, Any]:
     if not config["HOST"]:
         config["HOST"] = environ.get("PGHOST", "127.0.0.1")
     config["OPTIONS"].setdefault("connect_timeout", 5)
+    # Tests count "their" server sessions by this name, so that another run
+    # on the same server does not disturb them.
+    config["OPTIONS"].setdefault("application_name", APPLICATION_NAME)
     return config
 
 

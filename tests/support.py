@@ -76,10 +76,12 @@ def _scalar(sql: str, params: tuple[Any, ...] = ()) -> int:
 def count_sessions(application_name: str | None = None) -> int:
     """Client sessions on the test database, other than the one asking.
 
-    With ``application_name`` only sessions that set that name are counted.
+    Only sessions with ``application_name`` are counted; by default the name
+    that tests/settings.py gives this test process's connections.
     """
     if application_name is None:
-        return _scalar(_SESSIONS_SQL)
+        # The name tests/settings.py gives this process's connections.
+        application_name = settings.DATABASES["default"]["OPTIONS"]["application_name"]
     return _scalar(_SESSIONS_SQL + " AND application_name = %s", (application_name,))
 
 

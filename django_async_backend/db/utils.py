@@ -12,7 +12,7 @@ scope for one block.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from typing import Any
@@ -32,18 +32,58 @@ from django_async_backend.utils.loops import loop_state, shielded, spawn
 class ConnectionScope:
     """The async connections one task drives: one wrapper per alias."""
 
-    def __init__(self, handler: AsyncConnectionHandler, owner: asyncio.Task[Any]):
+    def __init__(
+        self,
+        handler: AsyncConnectionHandler,
+        owner: asyncio.Task[Any],
+        allowed: Collection[str] | None = None,
+    ) -> None:
         self.handler = handler
         self.owner = owner
         self.wrappers: dict[str, BaseAsyncDatabaseWrapper] = {}
+        # The aliases a test may use (its `databases`); None: any.
+        self.allowed = allowed
+        # Shared by the steps of a test (see start_test_scope).
+        self.for_test = False
         loop_state().scopes.add(self)
 
     def get(self, alias: str) -> BaseAsyncDatabaseWrapper:
         wrapper = self.wrappers.get(alias)
         if wrapper is None:
+            if self.allowed is not None and alias not in self.allowed:
+                from django.test.testcases import (  # type: ignore[attr-defined]
+                    DatabaseOperationForbidden,
+                )
+
+                raise DatabaseOperationForbidden(
+                    f"Database queries to {alias!r} are not allowed in this "
+                    f"test. Add {alias!r} to the test case's `databases` to "
+                    "ensure proper test isolation and silence this failure."
+                )
             wrapper = self.wrappers[alias] = self.handler.create_connection(alias)
             wrapper.owner = self.owner
         return wrapper
+
+    def adopt(self, task: asyncio.Task[Any]) -> None:
+        """Hand the connections to ``task``; the previous owner must be done."""
+        self.owner = task
+        for wrapper in self.wrappers.values():
+            wrapper.owner = task
+
+    def release_soon(self) -> None:
+        """Release the connections of a finished task.
+
+        Parking needs no I/O and happens now, so that the next task can reuse
+        the connection; closing is left to a background task.
+        """
+        state = loop_state()
+        for alias, wrapper in list(self.wrappers.items()):
+            if wrapper.park():
+                del self.wrappers[alias]
+        if self.wrappers:
+            spawn(self.release(), state)
+        else:
+            state.scopes.discard(self)
 
     async def release(self) -> None:
         """Release every connection (see BaseAsyncDatabaseWrapper.release)."""
@@ -116,9 +156,29 @@ class AsyncConnectionHandler:
             )
         scope = ConnectionScope(self, task)
         self._scope.set(scope)
-        state = loop_state()
-        task.add_done_callback(lambda _: spawn(scope.release(), state))
+        task.add_done_callback(lambda _: scope.release_soon())
         return scope
+
+    def current_scope(self) -> ConnectionScope | None:
+        """The scope of the current context, whoever owns it."""
+        return self._scope.get()
+
+    def start_test_scope(self, aliases: Collection[str]) -> ConnectionScope:
+        """Open a scope that outlives its task, for a test's steps to share.
+
+        Each step's task takes it over with :meth:`adopt_scope`; it is
+        released by the test case, not when a task ends.
+        """
+        scope = ConnectionScope(self, current_task(), allowed=set(aliases))
+        scope.for_test = True
+        self._scope.set(scope)
+        return scope
+
+    def adopt_scope(self) -> None:
+        """Let the current task take over the context's test scope."""
+        scope = self._scope.get()
+        if scope is not None and scope.for_test:
+            scope.adopt(current_task())
 
     def all(self, initialized_only: bool = True) -> list[BaseAsyncDatabaseWrapper]:
         """Return the current task's connections (only those already created)."""

@@ -82,7 +82,23 @@ class LoopState:
                 pool = await opening
             except Exception:  # it never opened
                 continue
-            await pool.close()
+            await _close_pool(pool)
+
+
+async def _close_pool(pool: Any) -> None:
+    # psycopg_pool keeps its idle connections in `_pool`; take them first.
+    idle = list(getattr(pool, "_pool", ()))
+    try:
+        await pool.close()
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+        # At loop shutdown asyncio has already cancelled the pool's workers,
+        # and close() stops on their CancelledError before closing the idle
+        # connections: close them here.
+        for connection in idle:
+            await _quietly(connection.close)
 
 
 async def _quietly(close: Closer) -> None:

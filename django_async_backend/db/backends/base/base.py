@@ -132,7 +132,10 @@ class BaseAsyncDatabaseWrapper(TransactionMixin):
         self.errors_occurred = False
         # New connections are healthy.
         self.health_check_done = True
-        if not self._adopt_idle_connection():
+        if self._adopt_idle_connection() and not await self._idle_connection_works():
+            await self._close()
+            self.connection = None
+        if self.connection is None:
             max_age = self.settings_dict["CONN_MAX_AGE"]
             self.close_at = None if max_age is None else time.monotonic() + max_age
             self.connection = await self.get_new_connection(
@@ -244,6 +247,19 @@ class BaseAsyncDatabaseWrapper(TransactionMixin):
             and not self.connection.closed
         )
 
+    def park(self) -> bool:
+        """Keep the connection for a later task if CONN_MAX_AGE allows it.
+
+        No I/O: it runs in the done-callback of the task that used it, so the
+        very next task on the loop can take it over. Return whether it did.
+        """
+        if not self.is_reusable():
+            return False
+        idle = loop_state().idle.setdefault(self.alias, [])
+        idle.append((self.connection, self.close_at))
+        self.connection = None
+        return True
+
     async def release(self) -> None:
         """Give the connection up at the end of its task.
 
@@ -252,11 +268,7 @@ class BaseAsyncDatabaseWrapper(TransactionMixin):
         pool). Never raises: this runs after its task is gone.
         """
         try:
-            if self.is_reusable():
-                idle = loop_state().idle.setdefault(self.alias, [])
-                idle.append((self.connection, self.close_at))
-                self.connection = None
-            else:
+            if not self.park():
                 await self.close()
         except Exception:  # nobody is left to handle it
             logger.debug("Error releasing connection %r", self.alias, exc_info=True)
@@ -271,10 +283,12 @@ class BaseAsyncDatabaseWrapper(TransactionMixin):
                 continue
             self.connection, self.close_at = connection, close_at
             self.autocommit = self.settings_dict["AUTOCOMMIT"]
-            # A parked connection may have died meanwhile: check it first.
-            self.health_check_done = False
             return True
         return False
+
+    async def _idle_connection_works(self) -> bool:
+        """Check a parked connection before reuse (CONN_HEALTH_CHECKS)."""
+        return not self.health_check_enabled or await self.is_usable()
 
     # ##### Task safety #####
 
