@@ -34,6 +34,7 @@ from django.db.transaction import TransactionManagementError
 from django_async_backend.db import async_connections
 from django_async_backend.db.backends.base.atomic import (
     Step,
+    atomic_aliases,
     leaving_manual_transaction,
     leaving_transaction,
     plan_enter,
@@ -156,7 +157,11 @@ class AsyncAtomic:
         self.durable = durable
 
     def __call__(self, func: F) -> F:
-        if not inspect.iscoroutinefunction(func):
+        if not (
+            inspect.iscoroutinefunction(func)
+            # An instance whose __call__ is async.
+            or (callable(func) and inspect.iscoroutinefunction(type(func).__call__))
+        ):
             raise TypeError(
                 f"async_atomic can only decorate async functions, not {func!r}; "
                 "use django.db.transaction.atomic for sync code."
@@ -198,6 +203,10 @@ class AsyncAtomic:
             raise
         if connection.in_atomic_block:
             connection.atomic_blocks.append(self)
+            if len(connection.atomic_blocks) == 1:
+                connection.atomic_token = atomic_aliases.set(
+                    atomic_aliases.get() | {connection.alias}
+                )
         return self
 
     async def __aexit__(
@@ -208,10 +217,23 @@ class AsyncAtomic:
     ) -> None:
         connection = get_connection(self.using)
         step, sid = plan_exit(connection, exc_type is not None)
+        if not connection.atomic_blocks:
+            _forget_atomic(connection)
         try:
             await _send_exit_step(connection, step, sid)
         finally:
             await _restore_after_exit(connection)
+
+
+def _forget_atomic(connection: Any) -> None:
+    """Undo the outermost block's mark in the context (see atomic_aliases)."""
+    token, connection.atomic_token = connection.atomic_token, None
+    if token is None:
+        return
+    try:
+        atomic_aliases.reset(token)
+    except ValueError:  # set in another context (a test case's class set-up)
+        atomic_aliases.set(atomic_aliases.get() - {connection.alias})
 
 
 async def _send_exit_step(connection: Any, step: Step, sid: str | None) -> None:

@@ -22,6 +22,7 @@ from django.db import connections
 from django.db.utils import load_backend
 from django.utils.connection import ConnectionDoesNotExist
 
+from django_async_backend.db.backends.base.atomic import atomic_aliases
 from django_async_backend.db.backends.base.base import (
     BaseAsyncDatabaseWrapper,
     current_task,
@@ -144,7 +145,12 @@ class AsyncConnectionHandler:
     ) -> ConnectionScope:
         """Give ``task`` a scope of its own, released when the task is done."""
         parent = inherited.wrappers.get(alias) if inherited else None
-        if parent is not None and parent.in_atomic_block and not parent.owner_done:
+        if (
+            parent is not None
+            and alias in atomic_aliases.get()  # created inside the block
+            and parent.in_atomic_block  # which is still open
+            and not parent.owner_done
+        ):
             raise RuntimeError(
                 f"Task {task.get_name()!r} cannot use the async connection "
                 f"{alias!r}: its parent task {parent.owner_name!r} holds it "

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any, ClassVar, cast
@@ -117,6 +118,11 @@ class AsyncioTransactionTestCase(TransactionTestCase):
         self._call_maybe_async(self.asyncSetUp)
 
     def _callTestMethod(self, method: Callable[[], Any]) -> None:
+        # Django wraps `async def` test methods in async_to_sync (a new loop
+        # in another thread); run the method itself on the class's loop.
+        original = getattr(type(self), self._testMethodName, None)
+        if original is not None and inspect.iscoroutinefunction(original):
+            method = original.__get__(self)
         self._call_maybe_async(method)
 
     def _callTearDown(self) -> None:

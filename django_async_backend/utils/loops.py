@@ -13,11 +13,12 @@ import asyncio
 import contextlib
 import weakref
 from collections.abc import AsyncGenerator, Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar, cast
 
 __all__ = ["LoopState", "loop_state", "shielded", "spawn"]
 
 Closer = Callable[[], Awaitable[None]]
+T = TypeVar("T")
 
 
 class LoopState:
@@ -128,6 +129,25 @@ def spawn(coro: Awaitable[Any], state: LoopState | None = None) -> asyncio.Futur
     state.tasks.add(task)
     task.add_done_callback(state.tasks.discard)
     return task
+
+
+async def open_shielded(coro: Awaitable[T], close: Callable[[T], Awaitable[Any]]) -> T:
+    """Await the opening of a resource; if cancelled meanwhile, close it later.
+
+    Without this, a connection whose opening is interrupted lives on in the
+    interrupted coroutine until the garbage collector finds it.
+    """
+    opening = spawn(coro)
+    try:
+        return cast(T, await asyncio.shield(opening))
+    except asyncio.CancelledError:
+
+        def discard(done: asyncio.Future[Any]) -> None:
+            if not done.cancelled() and done.exception() is None:
+                spawn(close(done.result()))
+
+        opening.add_done_callback(discard)
+        raise
 
 
 async def shielded(coro: Awaitable[Any]) -> Any:

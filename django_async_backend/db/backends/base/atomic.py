@@ -9,7 +9,15 @@ statement (a :class:`Step`); ``AsyncAtomic`` in ``db/transaction.py`` sends it.
 from __future__ import annotations
 
 import enum
+from contextvars import ContextVar
 from typing import Any
+
+# The aliases whose async_atomic() block is open in this context. A child task
+# inherits the value it had when it was created: that is how the connection
+# handler knows the child was spawned inside its parent's transaction.
+atomic_aliases: ContextVar[frozenset[str]] = ContextVar(
+    "django_async_backend_atomic_aliases", default=frozenset()
+)
 
 
 class Step(enum.Enum):

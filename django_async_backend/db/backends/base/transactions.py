@@ -40,7 +40,6 @@ class TransactionMixin:
     set_rollback = _django.set_rollback
     validate_no_atomic_block = _django.validate_no_atomic_block
     validate_no_broken_transaction = _django.validate_no_broken_transaction
-    clean_savepoints = _django.clean_savepoints
 
     def init_transaction_state(self) -> None:
         # Tracks if the connection is in autocommit mode. Per PEP 249, by
@@ -57,6 +56,8 @@ class TransactionMixin:
         # is called?
         self.run_commit_hooks_on_set_autocommit_on = False
         self.rollback_exc: BaseException | None = None
+        # Undoes the outermost block's mark in the context (atomic_aliases).
+        self.atomic_token: Any = None
         self.reset_transaction_state()
 
     def reset_transaction_state(self) -> None:
@@ -166,6 +167,10 @@ class TransactionMixin:
         self.needs_rollback = False
         self.run_on_commit = []
 
+    def clean_savepoints(self) -> None:
+        """Reset the counter used to generate unique savepoint ids."""
+        self.savepoint_state = 0
+
     def _savepoint_allowed(self) -> bool:
         # Savepoints make sense only inside a transaction.
         return bool(self.features.uses_savepoints) and not self.autocommit
@@ -233,10 +238,12 @@ class TransactionMixin:
         self.run_on_commit = []
         while current_run_on_commit:
             _, func, robust = current_run_on_commit.pop(0)
-            await run_commit_hook(func, robust)
+            await run_commit_hook(func, robust, during=" during transaction")
 
 
-async def run_commit_hook(func: Callable[[], Any], robust: bool) -> None:
+async def run_commit_hook(
+    func: Callable[[], Any], robust: bool, during: str = ""
+) -> None:
     """Call an on_commit callback, awaiting it if async; log it if robust."""
     try:
         result = func()
@@ -246,4 +253,6 @@ async def run_commit_hook(func: Callable[[], Any], robust: bool) -> None:
         if not robust:
             raise
         name = getattr(func, "__qualname__", func)
-        logger.exception("Error calling %s in on_commit() (%s).", name, exc)
+        logger.error(
+            "Error calling %s in on_commit()%s (%s).", name, during, exc, exc_info=True
+        )

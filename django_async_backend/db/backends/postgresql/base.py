@@ -26,7 +26,7 @@ from psycopg.pq import Format, TransactionStatus
 from django_async_backend.db.backends.base.base import BaseAsyncDatabaseWrapper
 from django_async_backend.db.backends.postgresql.pool import get_pool
 from django_async_backend.db.backends.postgresql.types import register_type_handlers
-from django_async_backend.utils.loops import shielded
+from django_async_backend.utils.loops import open_shielded, shielded
 
 TIMESTAMPTZ_OID = psycopg.adapters.types["timestamptz"].oid
 
@@ -120,12 +120,15 @@ class AsyncDatabaseWrapper(BaseAsyncDatabaseWrapper):
         level = self._isolation_level_option()
         self.isolation_level = level or IsolationLevel.READ_COMMITTED
         self._pool = None
+        # Shielded: a cancellation must not leave a half-open session behind.
         if self.pool_options is not None:
             pool = await get_pool(self)
-            connection = await pool.getconn()
+            connection = await open_shielded(pool.getconn(), pool.putconn)
             self._pool = pool
         else:
-            connection = await psycopg.AsyncConnection.connect(**conn_params)
+            connection = await open_shielded(
+                psycopg.AsyncConnection.connect(**conn_params), _close
+            )
         if level is not None:
             try:
                 await connection.set_isolation_level(level)
@@ -222,3 +225,7 @@ class AsyncDatabaseWrapper(BaseAsyncDatabaseWrapper):
         async with self.cursor() as cursor:
             await cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
             await cursor.execute("SET CONSTRAINTS ALL DEFERRED")
+
+
+async def _close(connection: Any) -> None:
+    await connection.close()
