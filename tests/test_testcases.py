@@ -4,9 +4,9 @@ import unittest
 from typing import Any
 
 import psycopg
-import support
 from django.test.testcases import DatabaseOperationForbidden
 
+import support
 from django_async_backend.db import async_connections
 from django_async_backend.db.transaction import async_atomic
 from django_async_backend.test import AsyncioTestCase, AsyncioTransactionTestCase
