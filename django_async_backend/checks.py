@@ -5,13 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
-from django.core.checks import Warning, register
+from django.core.checks import Tags, Warning, register
 from django.db import connections
 
 ASYNC_ENGINE = "django_async_backend.db.backends.postgresql"
 
 
-@register("database")
+# Not a "database" check: those run only with `check --database`.
+@register(Tags.compatibility)
 def check_served_over_asgi(app_configs: Any = None, **kwargs: Any) -> list[Warning]:
     """Warn when a project using async connections is set up for WSGI only.
 

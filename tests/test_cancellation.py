@@ -635,6 +635,37 @@ class CancellationScenarios(_TestCase):
             await self.cancel_at_block_exit(proxy, fail=True, twice=True)
             await self.assert_settled_after_exit([])
 
+    async def test_cancel_while_creating_a_savepoint(self) -> None:
+        async with self.through_proxy() as proxy:
+            with self.no_pool_cleanup():
+                pids: list[int] = []
+
+                async def body() -> None:
+                    async with async_atomic(using=self.alias):
+                        await self.add("outer")
+                        pids.append(await backend_pid(self.conn()))
+                        proxy.replies.clear()
+                        async with async_atomic(using=self.alias):
+                            await self.add("inner")
+
+                task = asyncio.create_task(body())
+                # The server ran SAVEPOINT; its answer is held back.
+                self.assertTrue(
+                    await poll(
+                        lambda: (
+                            bool(pids)
+                            and (last_query(pids[0]) or ("", ""))[1].startswith(
+                                "SAVEPOINT"
+                            )
+                        )
+                    )
+                )
+                task.cancel()
+                proxy.replies.set()
+                with self.assertRaises(asyncio.CancelledError):
+                    await task
+                await self.assert_settled_after_exit([])
+
     # ---- lost connection --------------------------------------------------
 
     async def test_connection_closed_by_the_client_inside_the_block(self) -> None:
@@ -784,6 +815,40 @@ class PooledCancellationTests(CancellationScenarios, unittest.IsolatedAsyncioTes
             f"connections missing from the pool: {pool.get_stats()}, "
             f"sessions {support.count_sessions(self.app)}",
         )
+
+    async def test_cancel_while_waiting_for_a_pool_connection(self) -> None:
+        holders = [asyncio.Event() for _ in range(4)]
+        release = asyncio.Event()
+
+        async def hold(held: asyncio.Event) -> None:
+            async with async_connections.independent_connection():
+                await backend_pid(self.conn())
+                held.set()
+                await release.wait()
+
+        holding = [asyncio.create_task(hold(event)) for event in holders]
+        for event in holders:
+            await event.wait()
+        pool = await self.pool()
+
+        async def body() -> None:
+            async with async_atomic(using=self.alias):
+                await self.add("never")
+
+        task = asyncio.create_task(body())
+        # The task waits in the pool's queue (max_size 4, all checked out).
+        self.assertTrue(
+            await poll(lambda: pool.get_stats().get("requests_waiting", 0) == 1)
+        )
+        task.cancel()
+        with self.assertRaises(asyncio.CancelledError):
+            await task
+        release.set()
+        await asyncio.gather(*holding)
+        self.assertEqual(committed_names(), [])
+        await self.assert_pool_is_whole()
+        await asyncio.create_task(self.commit_one("next"))
+        self.assertEqual(committed_names(), ["next"])
 
     async def assert_connection_released(self, pid: int) -> None:
         await self.assert_pool_is_whole()

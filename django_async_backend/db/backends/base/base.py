@@ -141,8 +141,14 @@ class BaseAsyncDatabaseWrapper(TransactionMixin):
             self.connection = await self.get_new_connection(
                 self.get_connection_params()
             )
-            await self.set_autocommit(self.settings_dict["AUTOCOMMIT"])
-            await self.init_connection_state()
+            try:
+                await self.set_autocommit(self.settings_dict["AUTOCOMMIT"])
+                await self.init_connection_state()
+            except BaseException:
+                # Never leave a half-initialized connection for the next use.
+                await self._close()
+                self.connection = None
+                raise
             await self.send_connection_created()
         self.run_on_commit = []
 
