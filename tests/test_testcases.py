@@ -129,6 +129,56 @@ class TransactionCaseTests(AsyncioTransactionTestCase):
         self.assertEqual(ran, [1])
 
 
+class FixtureTests(AsyncioTransactionTestCase):
+    fixtures = ["accounts"]
+
+    async def test_fixtures_are_loaded(self) -> None:
+        self.assertEqual(await count_accounts(), 2)
+
+
+class ResetSequencesTests(AsyncioTransactionTestCase):
+    reset_sequences = True
+
+    async def test_ids_start_at_one(self) -> None:
+        await add_account("first")
+        async with async_connections["default"].cursor() as cursor:
+            await cursor.execute("SELECT id FROM testapp_account")
+            self.assertEqual(await cursor.fetchone(), (1,))
+
+
+class RollbackCaseRefusesFixturesTests(unittest.TestCase):
+    def test_fixtures_are_refused_with_the_alternative(self) -> None:
+        class WithFixtures(AsyncioTestCase):
+            fixtures = ["accounts"]
+
+            async def test_nothing(self) -> None:
+                pass
+
+        result = run_case(WithFixtures)
+        self.assertEqual(len(result.errors), 1)
+        self.assertIn("asyncSetUpTestData", result.errors[0][1])
+
+
+class SuiteLeavesNoSessionTests(unittest.TestCase):
+    def test_connections_are_closed_after_the_class(self) -> None:
+        before = support.count_sessions()
+
+        class Queries(AsyncioTestCase):
+            async def test_query(self) -> None:
+                await count_accounts()
+
+        class Commits(AsyncioTransactionTestCase):
+            databases = {"default", "other"}
+
+            async def test_query(self) -> None:
+                await count_accounts()
+                await count_accounts("other")
+
+        for case in (Queries, Commits):
+            self.assertTrue(run_case(case).wasSuccessful())
+        self.assertEqual(support.count_sessions(), before)
+
+
 class LeftOpenTransactionTests(AsyncioTransactionTestCase):
     def test_open_transaction_fails_the_test(self) -> None:
         class Leaky(AsyncioTransactionTestCase):
