@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -31,8 +32,14 @@ from psycopg.conninfo import make_conninfo
 __all__ = [
     "count_sessions",
     "ensure_test_tables",
+    "idle_in_transaction",
     "idle_in_transaction_sessions",
+    "outside",
+    "poll",
     "server_dsn",
+    "session_state",
+    "settle_background",
+    "terminate",
 ]
 
 # The alias whose stock (sync) Django backend creates the schema.
@@ -130,3 +137,52 @@ def ensure_test_tables() -> None:
         else:
             _migrate()
         _tables_ready = True
+
+
+def outside(sql: str, params: Any = ()) -> list[Any]:
+    """Run ``sql`` in a fresh autocommit session: the view from outside."""
+    with psycopg.connect(server_dsn(), autocommit=True) as connection:
+        cursor = connection.execute(sql, params)
+        return cursor.fetchall() if cursor.description else []
+
+
+def session_state(pid: int) -> str | None:
+    """The pg_stat_activity state of a backend (None: no such session)."""
+    rows = outside("SELECT state FROM pg_stat_activity WHERE pid = %s", (pid,))
+    return rows[0][0] if rows else None
+
+
+def idle_in_transaction(application_name: str) -> int:
+    """Sessions of ``application_name`` left idle inside an open transaction."""
+    rows = outside(
+        "SELECT count(*) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND application_name = %s "
+        "AND state LIKE 'idle in transaction%%'",
+        (application_name,),
+    )
+    return int(rows[0][0])
+
+
+def terminate(pid: int) -> None:
+    """Kill a backend from outside; wait (bounded) until it is gone."""
+    outside("SELECT pg_terminate_backend(%s, 5000)", (pid,))
+
+
+async def poll(check: Callable[[], object], attempts: int = 250) -> bool:
+    """Poll ``check`` a bounded number of times (never a duration claim)."""
+    for _ in range(attempts):
+        if check():
+            return True
+        await asyncio.sleep(0.02)
+    return bool(check())
+
+
+async def settle_background() -> None:
+    """Let the background connection releases of finished tasks run (bounded)."""
+    from django_async_backend.utils.loops import loop_state
+
+    for _ in range(200):
+        pending = [task for task in loop_state().tasks if not task.done()]
+        if not pending:
+            return
+        await asyncio.wait(pending, timeout=0.05)

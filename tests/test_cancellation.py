@@ -34,24 +34,20 @@ from aliases import backend_pid, temporary_alias
 from django_async_backend.db import async_connections
 from django_async_backend.db.transaction import async_atomic
 from django_async_backend.utils.loops import loop_state
+from support import (
+    idle_in_transaction,
+    outside,
+    poll,
+    session_state,
+    settle_background,
+    terminate,
+)
 
 SLEEP = "SELECT pg_sleep(5)"
 
 
-def outside(sql: str, params: Any = ()) -> list[Any]:
-    """Run ``sql`` in a fresh autocommit session: the view from outside."""
-    with psycopg.connect(support.server_dsn(), autocommit=True) as connection:
-        cursor = connection.execute(sql, params)
-        return cursor.fetchall() if cursor.description else []
-
-
 def committed_names() -> list[str]:
     return [row[0] for row in outside("SELECT name FROM testapp_account ORDER BY name")]
-
-
-def session_state(pid: int) -> str | None:
-    rows = outside("SELECT state FROM pg_stat_activity WHERE pid = %s", (pid,))
-    return rows[0][0] if rows else None
 
 
 def running_query(pid: int) -> str | None:
@@ -67,45 +63,6 @@ def last_query(pid: int) -> tuple[str, str] | None:
     """(state, last statement) of a backend, as pg_stat_activity shows them."""
     rows = outside("SELECT state, query FROM pg_stat_activity WHERE pid = %s", (pid,))
     return (rows[0][0], rows[0][1]) if rows else None
-
-
-def idle_in_transaction(application_name: str) -> int:
-    """Sessions of ``application_name`` left idle inside an open transaction.
-
-    ``support.idle_in_transaction_sessions()`` counts the whole database;
-    scoped to this test's own sessions, the check can't be disturbed by
-    anything else running on the server at the same time.
-    """
-    rows = outside(
-        "SELECT count(*) FROM pg_stat_activity "
-        "WHERE datname = current_database() AND application_name = %s "
-        "AND state LIKE 'idle in transaction%%'",
-        (application_name,),
-    )
-    return int(rows[0][0])
-
-
-def terminate(pid: int) -> None:
-    """Kill a backend from outside; wait (bounded) until it is gone."""
-    outside("SELECT pg_terminate_backend(%s, 5000)", (pid,))
-
-
-async def poll(check: Callable[[], bool], attempts: int = 250) -> bool:
-    """Poll ``check`` a bounded number of times (never a duration claim)."""
-    for _ in range(attempts):
-        if check():
-            return True
-        await asyncio.sleep(0.02)
-    return check()
-
-
-async def settle_background() -> None:
-    """Let the background releases of finished tasks run (bounded)."""
-    for _ in range(100):
-        pending = [task for task in loop_state().tasks if not task.done()]
-        if not pending:
-            return
-        await asyncio.wait(pending, timeout=0.05)
 
 
 def clean_tables() -> None:

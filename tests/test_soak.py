@@ -26,7 +26,6 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-import psycopg
 from django.db import OperationalError
 
 import support
@@ -34,6 +33,7 @@ from aliases import temporary_alias
 from django_async_backend.db import async_connections
 from django_async_backend.db.transaction import async_atomic
 from django_async_backend.utils.loops import loop_state
+from support import idle_in_transaction, outside, poll, settle_background
 
 SEED = 20240611
 ACCOUNTS = 20
@@ -48,46 +48,9 @@ CANCEL_WINDOW = 1.0
 DEADLOCK = "40P01"
 
 
-def outside(sql: str, params: Any = ()) -> list[Any]:
-    with psycopg.connect(support.server_dsn(), autocommit=True) as connection:
-        cursor = connection.execute(sql, params)
-        return cursor.fetchall() if cursor.description else []
-
-
 def clean_tables() -> None:
     outside("DELETE FROM testapp_account")
     outside("DELETE FROM testapp_item")
-
-
-def idle_in_transaction(application_name: str) -> int:
-    """Sessions of ``application_name`` left idle inside an open transaction.
-
-    Scoped to the run's own sessions (``support.idle_in_transaction_sessions()``
-    counts the whole database, whatever else runs on it).
-    """
-    rows = outside(
-        "SELECT count(*) FROM pg_stat_activity "
-        "WHERE datname = current_database() AND application_name = %s "
-        "AND state LIKE 'idle in transaction%%'",
-        (application_name,),
-    )
-    return int(rows[0][0])
-
-
-async def poll(check: Any, attempts: int = 250) -> bool:
-    for _ in range(attempts):
-        if check():
-            return True
-        await asyncio.sleep(0.02)
-    return bool(check())
-
-
-async def settle_background() -> None:
-    for _ in range(200):
-        pending = [task for task in loop_state().tasks if not task.done()]
-        if not pending:
-            return
-        await asyncio.wait(pending, timeout=0.05)
 
 
 class Boom(Exception):

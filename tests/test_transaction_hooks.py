@@ -16,7 +16,6 @@ import unittest
 from collections.abc import Callable
 from typing import Any
 
-import psycopg
 from django.db import IntegrityError
 
 import support
@@ -32,6 +31,7 @@ from django_async_backend.db.transaction import (
     set_rollback,
 )
 from django_async_backend.db.transaction import rollback as rollback_transaction
+from support import outside, settle_background
 
 LOGGER = "django.db.backends.base"
 
@@ -51,13 +51,6 @@ async def fetchall(sql: str, params: Any = None, using: str = "default") -> list
         return list(await cursor.fetchall())
 
 
-def outside(sql: str, params: Any = ()) -> list[Any]:
-    """Run ``sql`` in a fresh autocommit session: the view from outside."""
-    with psycopg.connect(support.server_dsn(), autocommit=True) as connection:
-        cursor = connection.execute(sql, params)
-        return cursor.fetchall() if cursor.description else []
-
-
 def committed_things() -> list[int]:
     rows = outside("SELECT name FROM testapp_item")
     return sorted(int(row[0]) for row in rows)
@@ -65,16 +58,6 @@ def committed_things() -> list[int]:
 
 def clean_tables() -> None:
     outside("DELETE FROM testapp_item")
-
-
-async def settle_background() -> None:
-    from django_async_backend.utils.loops import loop_state
-
-    for _ in range(100):
-        pending = [task for task in loop_state().tasks if not task.done()]
-        if not pending:
-            return
-        await asyncio.wait(pending, timeout=0.05)
 
 
 class ForcedError(Exception):

@@ -50,6 +50,7 @@ from django_async_backend.db.transaction import (
     set_autocommit,
     set_rollback,
 )
+from support import outside, session_state, settle_background, terminate
 
 FORBIDDEN_IN_ATOMIC = "This is forbidden when an 'atomic' block is active."
 BROKEN_TRANSACTION = (
@@ -95,43 +96,14 @@ async def names(using: str = "default") -> list[str]:
     return [row[0] for row in rows]
 
 
-def outside(sql: str, params: Any = ()) -> list[Any]:
-    """Run ``sql`` in a fresh autocommit session: the view from outside."""
-    with psycopg.connect(support.server_dsn(), autocommit=True) as connection:
-        cursor = connection.execute(sql, params)
-        return cursor.fetchall() if cursor.description else []
-
-
 def committed_names() -> list[str]:
     """Account names that are really committed."""
     return [row[0] for row in outside("SELECT name FROM testapp_account ORDER BY name")]
 
 
-def session_state(pid: int) -> str | None:
-    """The pg_stat_activity state of a backend (None: no such session)."""
-    rows = outside("SELECT state FROM pg_stat_activity WHERE pid = %s", (pid,))
-    return rows[0][0] if rows else None
-
-
-def terminate(pid: int) -> None:
-    """Kill a backend from outside and wait (bounded) until it is gone."""
-    outside("SELECT pg_terminate_backend(%s, 5000)", (pid,))
-
-
 def clean_tables() -> None:
     outside("DELETE FROM testapp_account")
     outside("DELETE FROM testapp_item")
-
-
-async def settle_background() -> None:
-    """Let the connection releases of finished tasks run (bounded)."""
-    from django_async_backend.utils.loops import loop_state
-
-    for _ in range(100):
-        pending = [task for task in loop_state().tasks if not task.done()]
-        if not pending:
-            return
-        await asyncio.wait(pending, timeout=0.05)
 
 
 class Oops(Exception):
