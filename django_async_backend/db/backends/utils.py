@@ -85,6 +85,8 @@ class AsyncCursorWrapper:
     async def _execute_with_wrappers(
         self, sql: Any, params: Any, many: bool, executor: Any
     ) -> Any:
+        if not self.db.execute_wrappers:
+            return await executor(sql, params, many)
         context = {"connection": self.db, "cursor": self}
         for wrapper in reversed(self.db.execute_wrappers):
             executor = functools.partial(wrapper, executor)

@@ -24,6 +24,7 @@ from django.db import DEFAULT_DB_ALIAS, ProgrammingError
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.signals import connection_created
 from django.db.utils import DatabaseErrorWrapper
+from django.utils.functional import cached_property
 
 from django_async_backend.db.backends.base.transactions import TransactionMixin
 from django_async_backend.utils.loops import loop_state
@@ -85,7 +86,7 @@ class BaseAsyncDatabaseWrapper(TransactionMixin):
         self.features = self.features_class(self)
         self.ops = self.ops_class(self)
 
-    @property
+    @cached_property
     def wrap_database_errors(self) -> DatabaseErrorWrapper:
         """Map driver exceptions to ``django.db`` ones, original chained."""
         return DatabaseErrorWrapper(self)

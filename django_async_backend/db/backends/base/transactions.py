@@ -118,9 +118,7 @@ class TransactionMixin:
     async def _savepoint_commit(self, sid: str) -> None:
         await self._execute_control(self.ops.savepoint_commit_sql(sid))
 
-    @property
-    def wrap_database_errors(self) -> Any:
-        raise NotImplementedError
+    wrap_database_errors: Any  # set by the wrapper
 
     # ##### Generic transaction management methods #####
 
