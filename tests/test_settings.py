@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import os
+import time
 import unittest
 import uuid
 import zoneinfo
@@ -278,6 +279,20 @@ class PersistentConnectionTests(unittest.IsolatedAsyncioTestCase):
             second = await pid_in_new_task("persist_next")
             self.assertEqual(first, second)
             self.assertEqual(support.count_sessions(name), 1)
+
+    async def test_expired_parked_connection_is_closed_not_reused(self) -> None:
+        name = unique_name("dab-expired")
+        with temporary_alias(
+            "expired", CONN_MAX_AGE=None, OPTIONS={"application_name": name}
+        ):
+            first = await pid_in_new_task("expired")
+            self.assertTrue(await eventually(lambda: parked("expired")))
+            # As if CONN_MAX_AGE had run out while the connection waited.
+            idle = loop_state().idle["expired"]
+            idle[:] = [(connection, time.monotonic() - 1) for connection, _ in idle]
+            second = await pid_in_new_task("expired")
+            self.assertNotEqual(first, second)
+            self.assertNotIn(first, server_pids())
 
     async def test_conn_max_age_zero_closes_after_task(self) -> None:
         name = unique_name("dab-nopersist")

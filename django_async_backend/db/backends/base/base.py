@@ -133,7 +133,10 @@ class BaseAsyncDatabaseWrapper(TransactionMixin):
         self.errors_occurred = False
         # New connections are healthy.
         self.health_check_done = True
-        if self._adopt_idle_connection() and not await self._idle_connection_works():
+        if (
+            await self._adopt_idle_connection()
+            and not await self._idle_connection_works()
+        ):
             await self._close()
             self.connection = None
         if self.connection is None:
@@ -281,11 +284,17 @@ class BaseAsyncDatabaseWrapper(TransactionMixin):
             logger.debug("Error releasing connection %r", self.alias, exc_info=True)
             self.connection = None
 
-    def _adopt_idle_connection(self) -> bool:
-        """Take over a connection parked by a finished task, if one is left."""
+    async def _adopt_idle_connection(self) -> bool:
+        """Take over a connection parked by a finished task, if one is left.
+
+        Parked connections that outlived CONN_MAX_AGE meanwhile are closed.
+        """
         idle = loop_state().idle.get(self.alias)
         while idle:
             connection, close_at = idle.pop()
+            if close_at is not None and time.monotonic() >= close_at:
+                await connection.close()
+                continue
             if connection.closed:
                 continue
             self.connection, self.close_at = connection, close_at

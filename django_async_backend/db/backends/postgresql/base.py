@@ -99,8 +99,13 @@ class AsyncDatabaseWrapper(BaseAsyncDatabaseWrapper):
 
     def get_connection_params(self) -> dict[str, Any]:
         params = self._stock_connection_params()
-        binding = self.settings_dict["OPTIONS"].get("server_side_binding")
-        params["cursor_factory"] = AsyncCursor if binding is True else AsyncClientCursor
+        factory = self.settings_dict["OPTIONS"].get("cursor_factory")
+        if not (isinstance(factory, type) and issubclass(factory, AsyncCursor)):
+            # Django's default (or a sync class, for the sync side): pick the
+            # async cursor with the same binding.
+            binding = self.settings_dict["OPTIONS"].get("server_side_binding")
+            factory = AsyncCursor if binding is True else AsyncClientCursor
+        params["cursor_factory"] = factory
         return cast(dict[str, Any], params)
 
     def _isolation_level_option(self) -> IsolationLevel | None:
