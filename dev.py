@@ -3,7 +3,7 @@
 
     python3 dev.py test [--python X.Y] [--django X.Y] [--all] [--embedded]
                         [--env TOXENV] [-- extra pytest args]
-    python3 dev.py demo [--embedded]
+    python3 dev.py demo [--embedded] [-- --smoke | other example.demo args]
     python3 dev.py lint
     python3 dev.py docs    (mkdocs build --strict into site/)
 
@@ -358,9 +358,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
     with database(python, args.embedded) as (url, version):
         say(f"running example.demo against PostgreSQL {version} at {describe(url)}")
         env = dict(os.environ, DATABASE_URL=url)
-        return subprocess.run(
-            [str(demo_python), "-m", "example.demo"], cwd=ROOT, env=env
-        ).returncode
+        demo_args = args.rest[1:] if args.rest[:1] == ["--"] else args.rest
+        cmd = [str(demo_python), "-m", "example.demo", *demo_args]
+        with subprocess.Popen(cmd, cwd=ROOT, env=env, text=True) as proc:
+            try:
+                return proc.wait()
+            except BaseException as exc:
+                if isinstance(exc, KeyboardInterrupt):  # the demo got it too
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        proc.wait(timeout=20)
+                stop(proc)
+                raise
 
 
 def cmd_lint(args: argparse.Namespace) -> int:
@@ -392,6 +400,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     test.set_defaults(func=cmd_test)
     demo = sub.add_parser("demo", help="run python -m example.demo")
     demo.add_argument("--embedded", action="store_true")
+    demo.add_argument("rest", nargs=argparse.REMAINDER, help="-- example.demo args")
     demo.set_defaults(func=cmd_demo)
     sub.add_parser("lint", help="pre-commit run -a").set_defaults(func=cmd_lint)
     docs = sub.add_parser("docs", help="mkdocs build --strict into site/")
