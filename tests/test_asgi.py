@@ -112,8 +112,9 @@ class ASGIRequestTests(unittest.IsolatedAsyncioTestCase):
         status, body = await asyncio.create_task(asgi_get(self.handler, "/pid/"))
         self.assertEqual(status, 200)
         self.assertEqual(body["application_name"], self.app)
-        self.assertTrue(await eventually(lambda: body["pid"] not in server_pids()))
-        self.assertEqual(support.count_sessions(self.app), 0)
+        # Counted by this test's application_name: a pid alone may be reused
+        # by another backend on a busy server.
+        self.assertTrue(await eventually(lambda: support.count_sessions(self.app) == 0))
 
     async def test_many_requests_leave_no_session_behind(self) -> None:
         baseline = support.count_sessions(self.app)
