@@ -19,7 +19,6 @@ import uuid
 from typing import Any
 from unittest import mock
 
-import psycopg
 from django.conf import settings
 from django.core.checks import run_checks
 from django.core.handlers.asgi import ASGIHandler
@@ -74,19 +73,9 @@ async def asgi_get(handler: ASGIHandler, path: str) -> tuple[int, Any]:
     return start["status"], json.loads(body)
 
 
-def server_pids() -> set[int]:
-    with psycopg.connect(support.server_dsn(), autocommit=True) as conn:
-        rows = conn.execute("SELECT pid FROM pg_stat_activity").fetchall()
-    return {int(row[0]) for row in rows}
-
-
 async def eventually(condition: Any) -> bool:
     """Poll ``condition`` a bounded number of times (never timed)."""
-    for _ in range(150):
-        if condition():
-            return True
-        await asyncio.sleep(0.02)
-    return bool(condition())
+    return await support.poll(condition, attempts=150)
 
 
 class ASGIRequestTests(unittest.IsolatedAsyncioTestCase):
