@@ -5,6 +5,8 @@
                         [--env TOXENV] [-- extra pytest args]
     python3 dev.py demo [--embedded] [-- --smoke | other example.demo args]
     python3 dev.py lint
+    python3 dev.py bench [--quick] [--rounds N] [--only NAME,...] [--no-write]
+                         [--embedded]   (python -m benchmarks in .venv)
     python3 dev.py docs    (mkdocs build --strict into site/)
 
 PostgreSQL comes from DATABASE_URL, else PGHOST and the other PG* variables,
@@ -371,6 +373,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 raise
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Run ``python -m benchmarks`` in .venv; it writes docs/benchmarks.md."""
+    python = bootstrap_venv()
+    bench_python = ensure_venv(DEMO_VENV, dev_group(), editable=True)
+    forwarded = ["--quick"] if args.quick else []
+    forwarded += ["--rounds", str(args.rounds)] if args.rounds else []
+    forwarded += ["--only", args.only] if args.only else []
+    forwarded += ["--no-write"] if args.no_write else []
+    with database(python, args.embedded) as (url, version):
+        say(f"benchmarking against PostgreSQL {version} at {describe(url)}")
+        env = dict(os.environ, DATABASE_URL=url)
+        cmd = [str(bench_python), "-m", "benchmarks", *forwarded]
+        return subprocess.run(cmd, cwd=ROOT, env=env).returncode
+
+
 def cmd_lint(args: argparse.Namespace) -> int:
     pre_commit = [str(bootstrap_venv()), "-m", "pre_commit", "run", "--all-files"]
     return subprocess.run([*pre_commit, "--show-diff-on-failure"], cwd=ROOT).returncode
@@ -403,6 +420,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("rest", nargs=argparse.REMAINDER, help="-- example.demo args")
     demo.set_defaults(func=cmd_demo)
     sub.add_parser("lint", help="pre-commit run -a").set_defaults(func=cmd_lint)
+    bench = sub.add_parser("bench", help="run the benchmarks (docs/benchmarks.md)")
+    bench.add_argument("--quick", action="store_true", help="a short run, no docs")
+    bench.add_argument("--rounds", type=int, help="rounds per benchmark")
+    bench.add_argument("--only", metavar="NAME,...", help="some benchmarks only")
+    bench.add_argument("--no-write", action="store_true", help="do not write docs/")
+    bench.add_argument("--embedded", action="store_true", help="use PostgreSQL 18")
+    bench.set_defaults(func=cmd_bench)
     docs = sub.add_parser("docs", help="mkdocs build --strict into site/")
     docs.set_defaults(func=cmd_docs)
     args = parser.parse_args(argv)

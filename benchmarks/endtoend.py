@@ -1,0 +1,172 @@
+"""4. ASGI end to end: uvicorn serving the benchmark project, 100 clients.
+
+One uvicorn process (a subprocess on a free loopback port, one worker) serves
+``benchmarks/project``: ``/backend/<kind>/`` runs three queries on this
+backend's pooled async connection, ``/stock/<kind>/`` the same three queries
+on Django's stock backend (with its own pool) through ``sync_to_async``, one
+hop per query, as Django's async ORM does, and ``/raw/<kind>/`` on a raw
+psycopg pool. The load generator (``benchmarks.httpclient``) runs in this
+process over keep-alive connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from benchmarks.common import Contender, Ratio, Sample, SectionResult
+from benchmarks.httpclient import get_once, run_load
+
+ROOT = Path(__file__).resolve().parent.parent
+HOST = "127.0.0.1"
+KINDS = {"trivial": "trivial queries", "1ms": "1 ms queries"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+class Server:
+    """uvicorn in a subprocess, started by :meth:`start`, stopped by :meth:`stop`."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "benchmarks.project.asgi:application",
+            *("--host", HOST, "--port", str(self.port)),
+            *("--loop", "asyncio", "--lifespan", "off"),
+            *("--log-level", "warning", "--no-access-log"),
+        ]
+
+    async def start(self) -> None:
+        env = dict(
+            os.environ,
+            DATABASE_URL=self.url,
+            DJANGO_SETTINGS_MODULE="benchmarks.project.settings",
+        )
+        self.proc = subprocess.Popen(self.command(), cwd=ROOT, env=env)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                await get_once(HOST, self.port, "/ping/")
+                return
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError("uvicorn did not start") from None
+                await asyncio.sleep(0.1)
+
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system, all threads) the server has used so far."""
+        assert self.proc is not None
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1]
+        utime, stime = fields.split()[11:13]
+        return (int(utime) + int(stime)) / os.sysconf("SC_CLK_TCK")
+
+    def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGINT)  # a clean shutdown closes the pools
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+class EndToEnd:
+    def __init__(self, url: str, clients: int, requests: int) -> None:
+        self.server = Server(url)
+        self.clients = clients
+        self.requests = requests
+
+    async def open(self) -> None:
+        await self.server.start()
+        for kind in KINDS:
+            for side in ("backend", "stock", "raw"):
+                # Warm-up: the pools fill, Django's URL resolver caches.
+                await self.load(f"/{side}/{kind}/", self.clients * 3)
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.server.stop()
+
+    async def load(self, path: str, total: int) -> Sample:
+        cpu = self.server.cpu_seconds()
+        result = await run_load(
+            HOST, self.server.port, path, clients=self.clients, total=total
+        )
+        cpu_us = (self.server.cpu_seconds() - cpu) / result.requests * 1e6
+        return Sample(result.rate, cpu_us, result.percentile(0.99) * 1000)
+
+    def contender(self, side: str, kind: str) -> Contender:
+        labels = {
+            "backend": "this backend",
+            "stock": "stock Django async",
+            "raw": "raw psycopg_pool in the view",
+        }
+        key = f"{'ours' if side == 'backend' else side}_{kind}"
+
+        async def run() -> Sample:
+            return await self.load(f"/{side}/{kind}/", self.requests)
+
+        label = f"{labels[side]}, 3 {KINDS[kind]}"
+        return Contender(key, label, run, ours=side == "backend")
+
+    def section(self) -> SectionResult:
+        return SectionResult(
+            key="asgi",
+            title="ASGI end to end",
+            unit="requests/s",
+            description=(
+                "uvicorn (one worker, h11, asyncio loop) serving a tiny Django "
+                "project (no middleware) whose async view runs 3 queries, one "
+                f"cursor each; {self.clients} concurrent keep-alive clients, "
+                f"{self.requests:,} requests per run. Two query kinds: trivial "
+                "(`SELECT %s::int`) and 1 ms of server time (`SELECT "
+                'pg_sleep(0.001), %s::int`). This backend: `OPTIONS["pool"]`, '
+                "10 connections. Stock Django: its own pool, 10 connections, one "
+                "`sync_to_async` hop per query (Django's ASGI handler gives each "
+                "request a thread of its own for them). Raw psycopg_pool: the "
+                "same view on a psycopg `AsyncConnectionPool` (10 connections), "
+                "the ceiling for any async driver behind Django's ASGI handler. "
+                "Server CPU: user + system time of the uvicorn process per "
+                "request."
+            ),
+            contenders=[
+                self.contender(side, kind)
+                for kind in KINDS
+                for side in ("backend", "stock", "raw")
+            ],
+            cpu_label="server CPU µs/request",
+            ratios=[
+                Ratio(
+                    "ours_trivial",
+                    "stock_trivial",
+                    3.0,
+                    "ASGI vs stock, trivial queries",
+                ),
+                Ratio("ours_1ms", "stock_1ms", 3.0, "ASGI vs stock, 1 ms queries"),
+                Ratio("ours_trivial", "raw_trivial", None),
+                Ratio("ours_1ms", "raw_1ms", None),
+                Ratio("raw_trivial", "stock_trivial", None, "the async ceiling"),
+                Ratio("raw_1ms", "stock_1ms", None, "the async ceiling"),
+            ],
+        )

@@ -1,0 +1,1 @@
+"""A tiny Django project for the ASGI benchmark (served by uvicorn)."""

@@ -1,0 +1,11 @@
+"""The benchmark project's ASGI application, served by uvicorn."""
+
+from __future__ import annotations
+
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "benchmarks.project.settings")
+
+application = get_asgi_application()

@@ -1,0 +1,113 @@
+"""3. Transactions: many small transactions, each with a savepoint.
+
+Every transaction is BEGIN, ``SELECT %s::int``, SAVEPOINT, ``SELECT %s::int``,
+RELEASE SAVEPOINT, COMMIT (six round trips), written three ways: this
+backend's nested ``async_atomic()``, raw psycopg's nested
+``conn.transaction()``, and stock Django's nested ``transaction.atomic`` in a
+function called through ``sync_to_async``. One cursor per transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import psycopg
+
+from benchmarks.common import Contender, Ratio, Sample, SectionResult, Timer
+
+SQL = "SELECT %s::int"
+WARMUP = 100
+
+
+def section(url: str, n: int) -> SectionResult:
+    """The contenders, each timing ``n`` transactions."""
+
+    async def ours() -> Sample:
+        from django_async_backend.db import async_connections
+        from django_async_backend.db.transaction import async_atomic
+
+        async def body() -> Sample:
+            connection = async_connections["default"]
+
+            async def transaction(i: int) -> None:
+                async with connection.cursor() as cursor:
+                    async with async_atomic():
+                        await cursor.execute(SQL, (i,))
+                        await cursor.fetchone()
+                        async with async_atomic():
+                            await cursor.execute(SQL, (i,))
+                            await cursor.fetchone()
+
+            for i in range(WARMUP):
+                await transaction(i)
+            timer = Timer()
+            for i in range(n):
+                await transaction(i)
+            sample = timer.sample(n)
+            await connection.close()
+            return sample
+
+        # A task of its own: a fresh connection, released when it ends.
+        return await asyncio.create_task(body())
+
+    async def raw_psycopg() -> Sample:
+        async with await psycopg.AsyncConnection.connect(
+            url, autocommit=True
+        ) as connection:
+
+            async def transaction(i: int) -> None:
+                async with connection.cursor() as cursor:
+                    async with connection.transaction():
+                        await cursor.execute(SQL, (i,))
+                        await cursor.fetchone()
+                        async with connection.transaction():
+                            await cursor.execute(SQL, (i,))
+                            await cursor.fetchone()
+
+            for i in range(WARMUP):
+                await transaction(i)
+            timer = Timer()
+            for i in range(n):
+                await transaction(i)
+            return timer.sample(n)
+
+    async def stock() -> Sample:
+        from asgiref.sync import sync_to_async
+        from django.db import connections, transaction
+
+        def one(i: int) -> None:
+            with connections["stock"].cursor() as cursor:
+                with transaction.atomic(using="stock"):
+                    cursor.execute(SQL, (i,))
+                    cursor.fetchone()
+                    with transaction.atomic(using="stock"):
+                        cursor.execute(SQL, (i,))
+                        cursor.fetchone()
+
+        for i in range(WARMUP):
+            await sync_to_async(one)(i)
+        timer = Timer()
+        for i in range(n):
+            await sync_to_async(one)(i)
+        return timer.sample(n)
+
+    return SectionResult(
+        key="transactions",
+        title="Transactions",
+        unit="transactions/s",
+        description=(
+            f"{n:,} transactions in a row, each `SELECT`, savepoint, `SELECT`, "
+            "release, commit (6 round trips): nested `async_atomic()` vs raw "
+            "psycopg's nested `conn.transaction()` vs stock Django's nested "
+            "`atomic` called through `sync_to_async`."
+        ),
+        contenders=[
+            Contender("ours", "this backend, async_atomic", ours, ours=True),
+            Contender("psycopg", "raw psycopg, conn.transaction()", raw_psycopg),
+            Contender("stock", "stock Django, sync_to_async(atomic)", stock),
+        ],
+        ratios=[
+            Ratio("ours", "psycopg", 0.9, "transactions vs raw psycopg"),
+            Ratio("ours", "stock", None),
+        ],
+    )
