@@ -7,6 +7,10 @@
     python3 dev.py lint
     python3 dev.py bench [--quick] [--rounds N] [--only NAME,...] [--no-write]
                          [--embedded]   (python -m benchmarks in .venv)
+    python3 dev.py django-suite [--python X.Y] [--django X.Y] [--all] [--full]
+                                [--embedded] [-- tests_django/run.py args]
+        (Django's own tests, this ENGINE vs the stock one: the CI subset, or
+        --full, or what the run.py args say, e.g. `-- backends --parallel 1`)
     python3 dev.py docs    (mkdocs build --strict into site/)
 
 PostgreSQL comes from DATABASE_URL, else PGHOST and the other PG* variables,
@@ -22,6 +26,7 @@ import contextlib
 import hashlib
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -37,6 +42,7 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 ROOT = Path(__file__).resolve().parent
 DEV_VENV = ROOT / ".venv-dev"
 DEMO_VENV = ROOT / ".venv"
+SUITE_DIR = ROOT / "tests_django"  # Django's own test suite: tests_django/run.py
 DB_NAME = "django_async_backend"
 LOCAL_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 # (python, django) -> tox environment; run one at a time (they share one DB).
@@ -99,16 +105,28 @@ def req_name(requirement: str) -> str:
     return re.split(r"[^A-Za-z0-9._-]", requirement)[0].lower().replace("_", "-")
 
 
-def ensure_venv(path: Path, requirements: Sequence[str], *, editable: bool) -> Path:
-    """Create ``path`` and pip-install into it when pyproject.toml changed."""
+def ensure_venv(
+    path: Path,
+    requirements: Sequence[str],
+    *,
+    editable: bool,
+    base_python: str | None = None,
+) -> Path:
+    """Create ``path`` and pip-install into it when pyproject.toml changed.
+
+    The venv is of ``base_python`` when given, else of this interpreter.
+    """
     stamp = path / ".dev-py-hash"
     digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes())
-    digest.update("\n".join([sys.version, *requirements, str(editable)]).encode())
+    parts = [sys.version, *requirements, str(editable), str(base_python)]
+    digest.update("\n".join(parts).encode())
     python = path / "bin" / "python"
     if python.exists() and stamp.exists() and stamp.read_text() == digest.hexdigest():
         return python
     say(f"setting up {path.name}/ (pip install; once per pyproject.toml change)")
-    if not python.exists():
+    if base_python is not None:
+        subprocess.run([base_python, "-m", "venv", "--clear", str(path)], check=True)
+    elif not python.exists():
         venv.EnvBuilder(with_pip=True, clear=True).create(path)
     pip = [str(python), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
     subprocess.run([*pip, "--upgrade", "pip"], check=True)
@@ -248,6 +266,8 @@ PYTEST_END = re.compile(r"^=*\s*(\d+ \w+(?:, \d+ \w+)*) in [\d.]+s\b")
 PYTEST_COUNT = re.compile(r"(\d+) (passed|failed|errors?|skipped)")
 UNITTEST_RAN = re.compile(r"^Ran (\d+) tests? in ")
 UNITTEST_END = re.compile(r"^(?:OK|FAILED)(?: \((.*)\))?$")
+# The plain closing line, e.g. tests_django/run.py's "parity: N passed, ...".
+PLAIN_END = re.compile(r"^(?:[\w-]+: )?(\d+ passed, \d+ failed(?:, \d+ skipped)?)$")
 
 
 class Tally:
@@ -264,6 +284,9 @@ class Tally:
             for number, kind in PYTEST_COUNT.findall(match.group(1)):
                 key = "failed" if kind.startswith("error") else kind
                 self.counts[key] = self.counts.get(key, 0) + int(number)
+        elif match := PLAIN_END.match(text):
+            found = {kind: int(n) for n, kind in PYTEST_COUNT.findall(match.group(1))}
+            self.counts = {k: found.get(k, 0) for k in ("passed", "failed", "skipped")}
         elif match := UNITTEST_RAN.match(text):
             self._ran = int(match.group(1))
         elif self._ran is not None and (match := UNITTEST_END.match(text)):
@@ -351,6 +374,49 @@ def select_cell(python: str | None, django: str | None) -> str:
     return CELLS[keys[0]]
 
 
+def suite_venv(python: str, django: str) -> Path:
+    """The venv for Django's own suite in one cell: that Python and Django,
+    this package (editable, with psycopg and psycopg-pool) and the few extra
+    packages of tests_django/requirements.txt."""
+    base = shutil.which(f"python{python}", path=interpreter_path())
+    if base is None:
+        raise SystemExit(f"dev.py: no python{python} found (pyenv or PATH)")
+    lines = (SUITE_DIR / "requirements.txt").read_text().splitlines()
+    extra = [line.split("#")[0].strip() for line in lines]
+    requirements = [f"Django~={django}.0", *filter(None, extra)]
+    cell = CELLS[(python, django)]
+    path = ROOT / f".venv-djsuite-{cell}"
+    return ensure_venv(path, requirements, editable=True, base_python=base)
+
+
+def cmd_django_suite(args: argparse.Namespace) -> int:
+    """Django's own test suite on this ENGINE vs the stock one, per cell."""
+    keys = list(CELLS) if args.all else [cell_key(args.python, args.django)]
+    python = bootstrap_venv()
+    extra = args.rest[1:] if args.rest[:1] == ["--"] else args.rest
+    # Extra run.py arguments (labels, --ci, --parallel 1...) replace --ci.
+    scope = [] if args.full or extra else ["--ci"]
+    results: list[tuple[str, int, float, dict[str, int]]] = []
+    with database(python, args.embedded) as (url, version):
+        env = dict(os.environ, DATABASE_URL=url)
+        for key in keys:
+            cell = CELLS[key]
+            suite_python = suite_venv(*key)
+            what = "full suite" if args.full else " ".join(scope or extra)
+            where = f"PostgreSQL {version} at {describe(url)}"
+            print(f"\n{f' Django suite, {what}: {cell} | {where} ':=^88}", flush=True)
+            run = [str(suite_python), str(SUITE_DIR / "run.py"), *scope, *extra]
+            started = time.monotonic()
+            code, counts = run_streaming(run, env)
+            results.append((cell, code, time.monotonic() - started, counts))
+    return report(results, version)
+
+
+def cell_key(python: str | None, django: str | None) -> tuple[str, str]:
+    cell = select_cell(python, django)
+    return next(key for key, name in CELLS.items() if name == cell)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     if not (ROOT / "example" / "demo.py").exists():
         say("example/demo.py does not exist yet; nothing to run")
@@ -427,6 +493,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     bench.add_argument("--no-write", action="store_true", help="do not write docs/")
     bench.add_argument("--embedded", action="store_true", help="use PostgreSQL 18")
     bench.set_defaults(func=cmd_bench)
+    suite = sub.add_parser(
+        "django-suite", help="Django's own tests: this ENGINE vs the stock one"
+    )
+    suite.add_argument("--python", metavar="X.Y", help="pick the cell for this Python")
+    suite.add_argument("--django", metavar="X.Y", help="pick the cell for this Django")
+    suite.add_argument("--all", action="store_true", help="every cell, one by one")
+    suite.add_argument("--full", action="store_true", help="whole suite, not CI's")
+    suite.add_argument("--embedded", action="store_true", help="use PostgreSQL 18")
+    suite.add_argument("rest", nargs=argparse.REMAINDER, help="-- run.py args")
+    suite.set_defaults(func=cmd_django_suite)
     docs = sub.add_parser("docs", help="mkdocs build --strict into site/")
     docs.set_defaults(func=cmd_docs)
     args = parser.parse_args(argv)
