@@ -175,6 +175,14 @@ class Run:
     def broke(self) -> bool:
         return self.outcomes is None
 
+    @property
+    def odd_exit(self) -> bool:
+        """Exit status not explained by the outcomes (e.g. a teardown crash):
+        runtests.py exits non-zero exactly when a test failed or errored."""
+        outcomes = (self.outcomes or {}).values()
+        failing = any(kind(o) in ("failed", "errors") for o in outcomes)
+        return (self.code != 0) != failing
+
 
 def run_suite(
     engine: str,
@@ -307,11 +315,13 @@ class Comparison:
         return any(run.broke for run in self.runs.values())
 
     def exit_code_differs(self) -> bool:
-        codes = {run.code for run in self.runs.values()}
-        return len(codes) > 1
+        """One run's exit status is odd and not the other's. (A plain
+        failure shows in the outcomes; a flaky one must not count twice.)"""
+        return len({run.odd_exit for run in self.runs.values()}) > 1
 
     def counts(self) -> dict[str, int]:
-        """Parity totals: same outcome / differing / skipped on both."""
+        """Parity totals: same outcome (or agreed when re-run) / differing /
+        skipped on both."""
         a = self.runs["async"].outcomes or {}
         b = self.runs["stock"].outcomes or {}
         failed = len(self.differences) + len(self.must_pass_failures)
@@ -321,6 +331,7 @@ class Comparison:
         )
         same = sum(1 for t, o in a.items() if b.get(t) == o) - skipped
         same -= len([t for t in self.must_pass_failures if a.get(t) == b.get(t)])
+        same += len(self.flaky)  # they agreed when re-run
         if self.broke:
             failed += 1
         return {"passed": same, "failed": failed, "skipped": skipped}
@@ -405,7 +416,9 @@ def markdown(result: Comparison) -> str:
         lines.append(f"- `{test}`: async {a or 'not run'}, stock {b or 'not run'}")
     if result.exit_code_differs():
         codes = ", ".join(f"{k} {r.code}" for k, r in runs.items())
-        lines.append(f"- runtests.py exit status differs: {codes}")
+        lines.append(
+            f"- runtests.py exit status not explained by the outcomes: {codes}"
+        )
     if result.flaky:
         lines += ["", "## Differed once, agreed when re-run (flaky)", ""]
         for test, seen in result.flaky.items():
@@ -460,7 +473,7 @@ def verdict(result: Comparison) -> str:
         count = len(result.must_pass_failures)
         parts.append(f"{count} async-side test(s) not passing")
     if result.exit_code_differs():
-        parts.append("runtests.py exit status differs")
+        parts.append("an unexplained runtests.py exit status")
     return ", ".join(parts)
 
 
