@@ -107,22 +107,41 @@ class RecordingResult(unittest.TextTestResult):
 
     def stopTestRun(self) -> None:
         super().stopTestRun()
-        target = os.environ.get("DJSUITE_RESULTS")
-        if not target:
-            return
-        payload = {
-            "python": sys.version.split()[0],
-            "test_seconds": round(time.time() - self.started, 1),
-            "server_version": SERVER_VERSION,
-            "wrapper": WRAPPER,
-            "tests_run": self.testsRun,
-            "outcomes": dict(sorted(self.outcomes.items())),
-        }
-        path = Path(target)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(payload, indent=1) + "\n")
-        tmp.replace(path)
+        write_results(
+            {
+                "python": sys.version.split()[0],
+                "test_seconds": round(time.time() - self.started, 1),
+                "server_version": SERVER_VERSION,
+                "wrapper": WRAPPER,
+                "tests_run": self.testsRun,
+                "outcomes": dict(sorted(self.outcomes.items())),
+            }
+        )
+
+
+def write_results(payload: dict[str, Any]) -> None:
+    """Write ``payload`` as JSON to $DJSUITE_RESULTS (atomically)."""
+    target = os.environ.get("DJSUITE_RESULTS")
+    if not target:
+        return
+    path = Path(target)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(payload, indent=1) + "\n")
+    tmp.replace(path)
+
+
+def mark_aborted(reason: str) -> None:
+    """Add ``aborted`` to the results: the run did not finish normally."""
+    target = os.environ.get("DJSUITE_RESULTS")
+    if not target:
+        return
+    path = Path(target)
+    payload: dict[str, Any] = {"outcomes": {}}
+    if path.is_file():
+        payload = json.loads(path.read_text())
+    payload["aborted"] = reason
+    write_results(payload)
 
 
 class SkipCountingRemoteTestResult(RemoteTestResult):
@@ -182,6 +201,15 @@ class RecordingRunner(DiscoverRunner):
             # As Django left it: --parallel workers must not inherit a session.
             connection.close()
         return config
+
+    def run_suite(self, suite: Any, **kwargs: Any) -> Any:
+        try:
+            return super().run_suite(suite, **kwargs)
+        except BaseException as exc:
+            # E.g. a --parallel worker's result that could not be pickled:
+            # the outcomes so far are incomplete, run.py must know.
+            mark_aborted(f"{type(exc).__name__}: {exc}"[:2000])
+            raise
 
     def get_resultclass(self) -> Any:
         base = super().get_resultclass()

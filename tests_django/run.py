@@ -173,7 +173,18 @@ class Run:
 
     @property
     def broke(self) -> bool:
-        return self.outcomes is None
+        return self.breakdown is not None
+
+    @property
+    def breakdown(self) -> str | None:
+        """Why this run's outcomes are not a complete record, if they are not."""
+        if self.outcomes is None:
+            return f"no outcomes recorded (exit {self.code})"
+        if self.extra.get("aborted"):
+            return f"runtests.py aborted: {self.extra['aborted']}"
+        if self.code < 0:
+            return f"runtests.py stopped (exit {self.code})"
+        return None
 
     @property
     def odd_exit(self) -> bool:
@@ -193,8 +204,13 @@ def run_suite(
     out: Path,
     name: str,
     timeout: float,
+    stall: float,
 ) -> Run:
-    """``runtests.py`` on one ENGINE; output to ``<name>.log``."""
+    """``runtests.py`` on one ENGINE; output to ``<name>.log``.
+
+    Stopped after ``timeout`` seconds, or when its output has not grown for
+    ``stall`` seconds (a --parallel worker that hangs holds the run forever).
+    """
     results = out / f"{name}.json"
     log = out / f"{name}.log"
     results.unlink(missing_ok=True)
@@ -223,14 +239,18 @@ def run_suite(
             start_new_session=True,  # so that a timeout can stop its workers too
         )
         try:
-            code = proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            stop_group(proc)
-            code = -1
-            fh.write(f"\ndjango-suite: stopped after {timeout:.0f}s\n")
+            code = watch(proc, log, started, timeout=timeout, stall=stall)
         except BaseException:
             stop_group(proc)
             raise
+        if code is None:
+            stop_group(proc)
+            code = -1
+            with log.open("a") as tail_fh:
+                tail_fh.write(
+                    "\ndjango-suite: stopped: no output for "
+                    f"{stall:.0f}s, or {timeout:.0f}s in all\n"
+                )
     seconds = time.monotonic() - started
     outcomes: dict[str, str] | None = None
     extra: dict[str, Any] = {}
@@ -239,6 +259,29 @@ def run_suite(
         outcomes = data.pop("outcomes")
         extra = data
     return Run(engine, code, seconds, outcomes, log, extra)
+
+
+def watch(
+    proc: subprocess.Popen[Any],
+    log: Path,
+    started: float,
+    *,
+    timeout: float,
+    stall: float,
+) -> int | None:
+    """Wait for ``proc``: its exit status, or None when it ran out of time."""
+    size, changed = -1, time.monotonic()
+    while True:
+        try:
+            return proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+        now = time.monotonic()
+        current = log.stat().st_size
+        if current != size:
+            size, changed = current, now
+        if now - changed > stall or now - started > timeout:
+            return None
 
 
 def stop_group(proc: subprocess.Popen[Any]) -> None:
@@ -304,6 +347,8 @@ class Comparison:
     flaky: dict[str, dict[str, str | None]]  # differed once, agreed re-run
     must_pass_failures: list[str]
     reruns: dict[str, Run] = field(default_factory=dict)
+    # ENGINE -> why its first run broke down (it was run again).
+    retried: dict[str, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -405,9 +450,14 @@ def markdown(result: Comparison) -> str:
             f"| {fmt_counts(totals(run.outcomes))} |"
         )
     lines += ["", "## Differences", ""]
+    for engine, reason in result.retried.items():
+        lines.append(f"- The first {engine} run broke down ({reason}); run again.")
     if result.broke:
-        broken = [f"`{r.log.name}`" for r in runs.values() if r.broke]
-        lines.append(f"A run recorded no outcomes; see {', '.join(broken)}.")
+        for r in runs.values():
+            if r.broke:
+                lines.append(
+                    f"- The {r.engine} run: {r.breakdown}; see `{r.log.name}`."
+                )
     elif not result.differences:
         lines.append("None.")
     for test in result.differences:
@@ -463,6 +513,9 @@ def verdict(result: Comparison) -> str:
     if result.broke:
         return "a run broke down"
     if result.ok:
+        if result.retried:
+            again = " and ".join(result.retried)
+            return f"no difference ({again} run broke down once, was run again)"
         if result.flaky:
             return f"no difference ({len(result.flaky)} flaky, agreed when re-run)"
         return "no difference"
@@ -502,6 +555,7 @@ def as_json(result: Comparison) -> dict[str, Any]:
             for t in result.differences
         },
         "flaky": result.flaky,
+        "retried": result.retried,
         "failing_on_both": failing_on_both(result),
         "must_pass_failures": result.must_pass_failures,
     }
@@ -516,17 +570,22 @@ def print_summary(result: Comparison, out: Path) -> None:
             f"{name + ' ENGINE':<19} {run.seconds:6.0f}s  exit {run.code}  "
             f"passed/failed/errors/skipped {shown}"
         )
-    for test in result.differences:
+    shown_max = 30
+    for test in result.differences[:shown_max]:
         a = (result.runs["async"].outcomes or {}).get(test)
         b = (result.runs["stock"].outcomes or {}).get(test)
         say(f"DIFFERS {test}: async {a}, stock {b}")
+    if len(result.differences) > shown_max:
+        say(f"... and {len(result.differences) - shown_max} more differences")
+    for engine, reason in result.retried.items():
+        say(f"{engine} run broke down and was run again: {reason}")
     for test, seen in result.flaky.items():
         say(f"flaky {test}: {seen['async']} vs {seen['stock']}, re-run {seen['rerun']}")
     for test in result.must_pass_failures:
         say(f"NOT PASSING (async side) {test}")
     for run in result.runs.values():
         if run.broke:
-            say(f"{run.engine} run recorded no outcomes; tail of {run.log}:")
+            say(f"{run.engine} run: {run.breakdown}; tail of {run.log}:")
             print(tail(run.log), flush=True)
     say(f"Django {result.version}: {verdict(result)}; report in {out}/comparison.md")
     c = result.counts()
@@ -557,6 +616,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--timeout", type=float, default=3600, help="per run, seconds (3600)"
     )
     parser.add_argument(
+        "--stall",
+        type=float,
+        default=600,
+        help="stop a run whose output stood still this long, seconds (600)",
+    )
+    parser.add_argument(
         "--fetch-only", action="store_true", help="only fetch Django's tests/"
     )
     args = parser.parse_args(argv)
@@ -571,17 +636,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     what = " ".join(labels) if labels else "the whole suite"
     runs: dict[str, Run] = {}
+    retried: dict[str, str] = {}
     for engine in SETTINGS:
         say(f"Django {version}, {engine} ENGINE: {what} (--parallel {args.parallel})")
-        runs[engine] = run_suite(
-            engine,
-            tests_dir,
-            labels,
-            parallel=args.parallel,
-            out=out,
-            name=engine,
-            timeout=args.timeout,
-        )
+        for attempt in (1, 2):
+            run = run_suite(
+                engine,
+                tests_dir,
+                labels,
+                parallel=args.parallel,
+                out=out,
+                name=engine if attempt == 1 else f"{engine}-again",
+                timeout=args.timeout,
+                stall=args.stall,
+            )
+            runs[engine] = run
+            if run.breakdown is None or attempt == 2:
+                break
+            # Django's --parallel runner dies on an unpicklable failure, and
+            # a worker may hang: once, that is not the ENGINE's doing.
+            retried[engine] = run.breakdown
+            say(f"{engine} run broke down ({run.breakdown}); running it again")
     reruns: dict[str, Run] = {}
     first = compare(version, labels, runs, reruns)
     if first.differences and not args.no_rerun:
@@ -599,8 +674,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     out=out,
                     name=f"rerun-{engine}",
                     timeout=args.timeout,
+                    stall=args.stall,
                 )
     result = compare(version, labels, runs, reruns)
+    result.retried = retried
     (out / "comparison.md").write_text(markdown(result))
     (out / "comparison.json").write_text(json.dumps(as_json(result), indent=1) + "\n")
     print_summary(result, out)
