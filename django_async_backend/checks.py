@@ -17,7 +17,7 @@ def check_served_over_asgi(app_configs: Any = None, **kwargs: Any) -> list[Warni
     """Warn when a project using async connections is set up for WSGI only.
 
     Under WSGI every async view runs in a new event loop (asgiref's
-    async_to_sync), so async connections and pools cannot be reused between
+    AsyncToSync wrapper), so async connections and pools cannot be reused between
     requests. The project declares ASGI with the ASGI_APPLICATION setting.
     """
     aliases = [

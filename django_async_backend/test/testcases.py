@@ -118,7 +118,7 @@ class AsyncioTransactionTestCase(TransactionTestCase):
         self._call_maybe_async(self.asyncSetUp)
 
     def _callTestMethod(self, method: Callable[[], Any]) -> None:
-        # Django wraps `async def` test methods in async_to_sync (a new loop
+        # Django wraps `async def` test methods in asgiref's AsyncToSync (a new loop
         # in another thread); run the method itself on the class's loop.
         original = getattr(type(self), self._testMethodName, None)
         if original is not None and inspect.iscoroutinefunction(original):
