@@ -1,0 +1,266 @@
+"""Fault suite, part 1: sessions killed on the server, server-side timeouts.
+
+1. A session killed while idle (``pg_terminate_backend``): the next use
+   outside a transaction reconnects and works, with at most one error (none
+   when CONN_HEALTH_CHECKS checks a reused connection), with and without a
+   pool.
+2. A session killed mid-transaction: ``OperationalError`` out of
+   ``async_atomic``, nothing committed, the next transaction works.
+5. ``statement_timeout`` and ``lock_timeout`` (set through OPTIONS) surface as
+   ``OperationalError``; the connection keeps working.
+
+The restart, pool and event-loop scenarios are in test_faults_*.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import unittest
+from typing import Any
+
+import psycopg
+from django.db import OperationalError
+
+import support
+from aliases import backend_pid
+from django_async_backend.db import async_connections
+from django_async_backend.db.transaction import async_atomic
+from faults import (
+    TABLE_SQL,
+    execute,
+    fault_alias,
+    insert,
+    pool_is_whole,
+    unique_name,
+)
+from support import idle_in_transaction, outside, poll, settle_background, terminate
+
+ALIAS = "faulty"
+
+
+def committed(tag: str) -> list[str]:
+    rows = outside("SELECT name FROM fault_rows WHERE tag = %s ORDER BY id", (tag,))
+    return [row[0] for row in rows]
+
+
+async def use_counting_errors(alias: str, attempts: int = 3) -> tuple[int, int]:
+    """Query until it works: (errors seen, the backend pid that answered)."""
+    errors = 0
+    for _ in range(attempts):
+        try:
+            return errors, await backend_pid(async_connections[alias])
+        except OperationalError as error:
+            assert isinstance(error.__cause__, psycopg.Error), error
+            errors += 1
+    raise AssertionError(f"{alias!r} never recovered ({errors} errors)")
+
+
+async def in_new_task(alias: str) -> tuple[int, int]:
+    """use_counting_errors() in a task of its own (its connection then ends)."""
+    return await asyncio.create_task(use_counting_errors(alias))
+
+
+class FaultTestCase(unittest.IsolatedAsyncioTestCase):
+    @classmethod
+    def setUpClass(cls) -> None:
+        super().setUpClass()
+        outside(TABLE_SQL)
+
+    def setUp(self) -> None:
+        self.app = unique_name("dab-faults")
+        self.tag = unique_name("tag")
+
+    async def asyncTearDown(self) -> None:
+        await settle_background()
+        await async_connections.close_all()
+        self.assertTrue(
+            await poll(lambda: support.count_sessions(self.app) == 0),
+            "sessions left behind",
+        )
+
+    def tearDown(self) -> None:
+        outside("DELETE FROM fault_rows WHERE tag = %s", (self.tag,))
+
+    async def assert_clean(self) -> None:
+        self.assertTrue(
+            await poll(lambda: idle_in_transaction(self.app) == 0),
+            "a session was left idle in transaction",
+        )
+
+
+class KilledWhileIdleTests(FaultTestCase):
+    """Scenario 1: the server ends an idle session."""
+
+    async def test_same_task_reconnects_after_at_most_one_error(self) -> None:
+        with fault_alias(ALIAS, self.app):
+            killed = await backend_pid(async_connections[ALIAS])
+            terminate(killed)
+            errors, pid = await use_counting_errors(ALIAS)
+            self.assertLessEqual(errors, 1)
+            self.assertNotEqual(pid, killed)
+            await insert(ALIAS, self.tag, "after")
+        self.assertEqual(committed(self.tag), ["after"])
+
+    async def test_same_task_with_health_checks(self) -> None:
+        # Within one task the connection is not re-checked (as in Django,
+        # where the check runs once per request): at most one error.
+        with fault_alias(ALIAS, self.app, CONN_HEALTH_CHECKS=True):
+            killed = await backend_pid(async_connections[ALIAS])
+            terminate(killed)
+            errors, pid = await use_counting_errors(ALIAS)
+            self.assertLessEqual(errors, 1)
+            self.assertNotEqual(pid, killed)
+
+    async def park_and_kill(self) -> int:
+        errors, killed = await in_new_task(ALIAS)
+        self.assertEqual(errors, 0)
+        await settle_background()
+        terminate(killed)
+        return killed
+
+    async def test_persistent_connection_without_health_checks(self) -> None:
+        with fault_alias(ALIAS, self.app, CONN_MAX_AGE=None):
+            killed = await self.park_and_kill()
+            errors, pid = await in_new_task(ALIAS)
+            self.assertLessEqual(errors, 1)
+            self.assertNotEqual(pid, killed)
+            # Later tasks get the healthy replacement.
+            self.assertEqual(await in_new_task(ALIAS), (0, pid))
+
+    async def test_persistent_connection_with_health_checks(self) -> None:
+        with fault_alias(ALIAS, self.app, CONN_MAX_AGE=None, CONN_HEALTH_CHECKS=True):
+            killed = await self.park_and_kill()
+            errors, pid = await in_new_task(ALIAS)
+            self.assertEqual(errors, 0, "the health check let a dead session in")
+            self.assertNotEqual(pid, killed)
+
+    async def kill_pooled(self) -> int:
+        killed = await in_new_task(ALIAS)
+        self.assertEqual(killed[0], 0)
+        self.assertTrue(await pool_is_whole(ALIAS))
+        terminate(killed[1])
+        return killed[1]
+
+    async def test_pool_without_health_checks(self) -> None:
+        with fault_alias(ALIAS, self.app, pool={"min_size": 1, "max_size": 1}):
+            killed = await self.kill_pooled()
+            errors, pid = await in_new_task(ALIAS)
+            self.assertLessEqual(errors, 1)
+            self.assertNotEqual(pid, killed)
+            self.assertTrue(
+                await pool_is_whole(ALIAS, lambda: support.count_sessions(self.app))
+            )
+
+    async def test_pool_with_health_checks(self) -> None:
+        with fault_alias(
+            ALIAS,
+            self.app,
+            pool={"min_size": 1, "max_size": 1},
+            CONN_HEALTH_CHECKS=True,
+        ):
+            killed = await self.kill_pooled()
+            errors, pid = await in_new_task(ALIAS)
+            self.assertEqual(errors, 0, "the pool's check let a dead session in")
+            self.assertNotEqual(pid, killed)
+            self.assertTrue(
+                await pool_is_whole(ALIAS, lambda: support.count_sessions(self.app))
+            )
+
+
+class KilledInTransactionTests(FaultTestCase):
+    """Scenario 2: the server ends a session inside async_atomic."""
+
+    async def killed_mid_transaction(self) -> None:
+        with self.assertRaises(OperationalError) as ctx:
+            async with async_atomic(using=ALIAS):
+                await insert(ALIAS, self.tag, "lost")
+                terminate(await backend_pid(async_connections[ALIAS]))
+                await insert(ALIAS, self.tag, "after")
+        self.assertIsInstance(ctx.exception.__cause__, psycopg.OperationalError)
+        self.assertEqual(committed(self.tag), [])
+        self.assertFalse(async_connections[ALIAS].in_atomic_block)
+        async with async_atomic(using=ALIAS):
+            await insert(ALIAS, self.tag, "next")
+        self.assertEqual(committed(self.tag), ["next"])
+        await self.assert_clean()
+
+    async def test_plain(self) -> None:
+        with fault_alias(ALIAS, self.app):
+            await self.killed_mid_transaction()
+
+    async def test_pooled(self) -> None:
+        with fault_alias(ALIAS, self.app, pool={"min_size": 1, "max_size": 2}):
+            await self.killed_mid_transaction()
+            await async_connections[ALIAS].close()
+            self.assertTrue(
+                await pool_is_whole(ALIAS, lambda: support.count_sessions(self.app))
+            )
+
+
+class ServerTimeoutTests(FaultTestCase):
+    """Scenario 5: statement_timeout and lock_timeout from OPTIONS."""
+
+    def timeouts(self, **settings: str) -> Any:
+        options = " ".join(f"-c {key}={value}" for key, value in settings.items())
+        return fault_alias(ALIAS, self.app, options={"options": options})
+
+    async def test_statement_timeout_outside_a_transaction(self) -> None:
+        with self.timeouts(statement_timeout="200ms"):
+            pid = await backend_pid(async_connections[ALIAS])
+            with self.assertRaises(OperationalError) as ctx:
+                await execute(ALIAS, "SELECT pg_sleep(5)")
+            self.assertIsInstance(ctx.exception.__cause__, psycopg.errors.QueryCanceled)
+            # The same session goes on working.
+            await insert(ALIAS, self.tag, "after")
+            self.assertEqual(await backend_pid(async_connections[ALIAS]), pid)
+        self.assertEqual(committed(self.tag), ["after"])
+
+    async def test_statement_timeout_in_a_transaction(self) -> None:
+        with self.timeouts(statement_timeout="200ms"):
+            pid = await backend_pid(async_connections[ALIAS])
+            with self.assertRaises(OperationalError):
+                async with async_atomic(using=ALIAS):
+                    await insert(ALIAS, self.tag, "rolled back")
+                    await execute(ALIAS, "SELECT pg_sleep(5)")
+            async with async_atomic(using=ALIAS):
+                await insert(ALIAS, self.tag, "next")
+            self.assertEqual(await backend_pid(async_connections[ALIAS]), pid)
+        self.assertEqual(committed(self.tag), ["next"])
+        await self.assert_clean()
+
+    async def test_lock_timeout(self) -> None:
+        outside("INSERT INTO fault_rows (tag, name) VALUES (%s, 'locked')", (self.tag,))
+        with (
+            self.timeouts(lock_timeout="200ms"),
+            psycopg.connect(support.server_dsn()) as holder,
+        ):
+            # Another session holds the row lock (its transaction stays open).
+            holder.execute(
+                "SELECT * FROM fault_rows WHERE tag = %s FOR UPDATE", (self.tag,)
+            )
+            pid = await backend_pid(async_connections[ALIAS])
+            with self.assertRaises(OperationalError) as ctx:
+                async with async_atomic(using=ALIAS):
+                    await insert(ALIAS, self.tag, "rolled back")
+                    await execute(
+                        ALIAS,
+                        "UPDATE fault_rows SET name = 'mine' WHERE tag = %s",
+                        [self.tag],
+                    )
+            self.assertIsInstance(
+                ctx.exception.__cause__, psycopg.errors.LockNotAvailable
+            )
+            holder.rollback()
+            async with async_atomic(using=ALIAS):
+                await execute(
+                    ALIAS,
+                    "UPDATE fault_rows SET name = 'mine' WHERE tag = %s",
+                    [self.tag],
+                )
+            self.assertEqual(await backend_pid(async_connections[ALIAS]), pid)
+        self.assertEqual(committed(self.tag), ["mine"])
+        await self.assert_clean()
+
+
+if __name__ == "__main__":
+    unittest.main()
