@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import weakref
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Generator
 from typing import Any, TypeVar, cast
 
 __all__ = ["LoopState", "loop_state", "shielded", "spawn"]
@@ -131,13 +131,53 @@ def spawn(coro: Awaitable[Any], state: LoopState | None = None) -> asyncio.Futur
     return task
 
 
-async def open_shielded(coro: Awaitable[T], close: Callable[[T], Awaitable[Any]]) -> T:
+class _Rest:
+    """The rest of a coroutine whose first step has already run."""
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], yielded: Any) -> None:
+        self.coro, self.yielded = coro, yielded
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        coro, value = self.coro, self.yielded
+        while True:
+            try:
+                try:
+                    sent = yield value
+                except BaseException as exc:  # thrown in by the task
+                    value = coro.throw(exc)
+                else:
+                    value = coro.send(sent)
+            except StopIteration as stop:
+                return stop.value
+
+
+def start_eagerly(coro: Coroutine[Any, Any, T]) -> tuple[bool, Any]:
+    """Run ``coro`` up to its first suspension, right now.
+
+    Return ``(True, result)`` if it finished without suspending (the usual
+    case: a pool with an idle connection, a return to an idle pool), else
+    ``(False, future)`` for the rest of it, running in a background task.
+    Exceptions of the first step propagate. This is what makes shielding
+    nearly free: no task, no loop iteration, unless there is a real wait.
+    """
+    try:
+        yielded = coro.send(None)
+    except StopIteration as stop:
+        return True, stop.value
+    return False, spawn(_Rest(coro, yielded))
+
+
+async def open_shielded(
+    coro: Coroutine[Any, Any, T], close: Callable[[T], Awaitable[Any]]
+) -> T:
     """Await the opening of a resource; if cancelled meanwhile, close it later.
 
     Without this, a connection whose opening is interrupted lives on in the
     interrupted coroutine until the garbage collector finds it.
     """
-    opening = spawn(coro)
+    done, opening = start_eagerly(coro)
+    if done:
+        return cast(T, opening)
     try:
         return cast(T, await asyncio.shield(opening))
     except asyncio.CancelledError:
@@ -150,6 +190,9 @@ async def open_shielded(coro: Awaitable[T], close: Callable[[T], Awaitable[Any]]
         raise
 
 
-async def shielded(coro: Awaitable[Any]) -> Any:
+async def shielded(coro: Coroutine[Any, Any, T]) -> T:
     """Await ``coro`` to the end even if the awaiting task is cancelled."""
-    return await asyncio.shield(spawn(coro))
+    done, rest = start_eagerly(coro)
+    if done:
+        return cast(T, rest)
+    return cast(T, await asyncio.shield(rest))
