@@ -8,6 +8,7 @@ or when the loop shuts down.
 from __future__ import annotations
 
 import asyncio
+import functools
 from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import ImproperlyConfigured
@@ -50,15 +51,41 @@ async def _open_pool(db: AsyncDatabaseWrapper) -> Any:
     # Pool connections start in autocommit; the wrapper sets AUTOCOMMIT later.
     kwargs["autocommit"] = True
     health_checks = db.settings_dict["CONN_HEALTH_CHECKS"]
-    pool = AsyncConnectionPool(
+    pool = _pool_class()(
         kwargs=kwargs,
         open=False,
         configure=_configure(db.alias, db.settings_dict),
         check=AsyncConnectionPool.check_connection if health_checks else None,
         **(db.pool_options or {}),
     )
+    pool.alias = db.alias
     await pool.open()
     return pool
+
+
+@functools.cache
+def _pool_class() -> Any:
+    """``AsyncConnectionPool`` with a timeout error that says what to change."""
+    from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+    class Pool(AsyncConnectionPool):
+        alias = "?"
+
+        async def getconn(self, timeout: float | None = None) -> Any:
+            try:
+                return await super().getconn(timeout)
+            except PoolTimeout as error:
+                waited = self.timeout if timeout is None else timeout
+                raise PoolTimeout(
+                    f"DATABASES[{self.alias!r}]: no pooled connection came free "
+                    f"within {waited:g} s (OPTIONS['pool'] max_size="
+                    f"{self.max_size}, timeout={self.timeout:g}; {error}). A "
+                    "task holds its connection until it ends or closes it: "
+                    "raise max_size or timeout, or hold connections for less "
+                    "time."
+                ) from error
+
+    return Pool
 
 
 def _configure(alias: str, settings_dict: dict[str, Any]) -> Any:
