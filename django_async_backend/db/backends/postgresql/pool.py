@@ -12,6 +12,7 @@ import functools
 from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import ImproperlyConfigured
+from psycopg import sql as pgsql
 
 from django_async_backend.utils.loops import loop_state
 
@@ -51,10 +52,12 @@ async def _open_pool(db: AsyncDatabaseWrapper) -> Any:
     # Pool connections start in autocommit; the wrapper sets AUTOCOMMIT later.
     kwargs["autocommit"] = True
     health_checks = db.settings_dict["CONN_HEALTH_CHECKS"]
+    role = db.settings_dict["OPTIONS"].get("assume_role")
     pool = _pool_class()(
         kwargs=kwargs,
         open=False,
         configure=_configure(db.alias, db.settings_dict),
+        reset=_reset(role) if role else None,
         check=AsyncConnectionPool.check_connection if health_checks else None,
         **(db.pool_options or {}),
     )
@@ -101,3 +104,18 @@ def _configure(alias: str, settings_dict: dict[str, Any]) -> Any:
         )
 
     return configure
+
+
+def _reset(role: str) -> Any:
+    """Build the pool's ``reset`` callback: back to ``assume_role``.
+
+    A connection that the application switched to another role (a plain
+    ``SET ROLE``) must not reach the next task with that role.
+    """
+
+    async def reset(connection: Any) -> None:
+        await connection.execute(pgsql.SQL("SET ROLE {}").format(pgsql.Literal(role)))
+        if not connection.autocommit:
+            await connection.commit()
+
+    return reset
