@@ -18,7 +18,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 from django.db import DEFAULT_DB_ALIAS, ProgrammingError
 from django.db.backends.base.base import BaseDatabaseWrapper
@@ -27,10 +27,11 @@ from django.db.utils import DatabaseErrorWrapper
 from django.utils.functional import cached_property
 
 from django_async_backend.db.backends.base.transactions import TransactionMixin
+from django_async_backend.db.backends.utils import (
+    AsyncCursorDebugWrapper,
+    AsyncCursorWrapper,
+)
 from django_async_backend.utils.loops import loop_state
-
-if TYPE_CHECKING:
-    from django_async_backend.db.backends.utils import AsyncCursorWrapper
 
 logger = logging.getLogger("django.db.backends.base")
 
@@ -112,13 +113,9 @@ class BaseAsyncDatabaseWrapper(TransactionMixin):
         raise NotImplementedError
 
     def make_cursor(self, name: str | None = None) -> AsyncCursorWrapper:
-        from django_async_backend.db.backends.utils import AsyncCursorWrapper
-
         return AsyncCursorWrapper(self, name)
 
     def make_debug_cursor(self, name: str | None = None) -> AsyncCursorWrapper:
-        from django_async_backend.db.backends.utils import AsyncCursorDebugWrapper
-
         return AsyncCursorDebugWrapper(self, name)
 
     # ##### Connection life #####
@@ -211,8 +208,15 @@ class BaseAsyncDatabaseWrapper(TransactionMixin):
     async def open_cursor(self, name: str | None = None) -> Any:
         """Connect if needed and return a new driver cursor."""
         self.validate_task_sharing()
-        await self.close_if_health_check_failed()
-        await self.ensure_connection()
+        connection = self.connection
+        # The usual case, a healthy open connection, without further awaits.
+        if (
+            connection is None
+            or connection.closed
+            or (self.health_check_enabled and not self.health_check_done)
+        ):
+            await self.close_if_health_check_failed()
+            await self.ensure_connection()
         with self.wrap_database_errors:
             return self.create_cursor(name)
 

@@ -79,6 +79,10 @@ class AsyncDatabaseWrapper(BaseAsyncDatabaseWrapper):
         self.isolation_level = IsolationLevel.READ_COMMITTED
         # The pool the current connection came from, if any.
         self._pool: Any = None
+        # A driver cursor kept for savepoint statements (see _execute_control).
+        self._control_cursor: Any = None
+        # (connection, time zone) whose timestamptz loader already agrees.
+        self._tz_checked: tuple[Any, Any] | None = None
 
     @property
     def pg_version(self) -> int:
@@ -179,11 +183,35 @@ class AsyncDatabaseWrapper(BaseAsyncDatabaseWrapper):
                 )
         else:
             cursor = connection.cursor()
-        # Register the cursor time zone only if the connection disagrees.
-        tzloader = connection.adapters.get_loader(TIMESTAMPTZ_OID, Format.TEXT)
-        if self.timezone != tzloader.timezone:
-            register_tzloader(self.timezone, cursor)
+        # Register the cursor time zone only if the connection disagrees
+        # (checked once per connection and time zone, as it rarely changes).
+        timezone = self.timezone
+        if self._tz_checked != (connection, timezone):
+            tzloader = connection.adapters.get_loader(TIMESTAMPTZ_OID, Format.TEXT)
+            if timezone != tzloader.timezone:
+                register_tzloader(timezone, cursor)
+                return cursor
+            self._tz_checked = (connection, timezone)
         return cursor
+
+    async def _execute_control(self, sql: str) -> None:
+        """Run a savepoint statement on a driver cursor kept for them.
+
+        Django opens a cursor per savepoint statement; that is what happens
+        here too while queries are logged or execute wrappers are installed,
+        so that they see these statements. Otherwise a kept cursor saves the
+        cost of a new one, twice per nested block.
+        """
+        connection = self.connection
+        if connection is None or self.queries_logged or self.execute_wrappers:
+            return await super()._execute_control(sql)
+        self.validate_task_sharing()
+        self.validate_no_broken_transaction()
+        cursor = self._control_cursor
+        if cursor is None or cursor.connection is not connection:
+            cursor = self._control_cursor = connection.cursor()
+        with self.wrap_database_errors:
+            await cursor.execute(sql)
 
     async def _set_autocommit(self, autocommit: bool) -> None:
         with self.wrap_database_errors:
@@ -206,6 +234,7 @@ class AsyncDatabaseWrapper(BaseAsyncDatabaseWrapper):
             await connection.close()
 
     async def _close(self) -> None:
+        self._control_cursor = self._tz_checked = None
         if self.connection is not None:
             pooled = self._pool is not None
             with self.wrap_database_errors:
