@@ -78,6 +78,8 @@ class SectionResult:
     samples: dict[str, list[Sample]] = field(default_factory=dict)
     seconds: float = 0.0
     cpu_label: str = "client CPU µs/op"
+    # 1-minute load average when the benchmark started and ended.
+    load: tuple[float, float] = (0.0, 0.0)
 
     def rates(self, key: str) -> list[float]:
         return [sample.rate for sample in self.samples.get(key, [])]
@@ -109,6 +111,7 @@ async def run_rounds(
 ) -> SectionResult:
     """Run every contender ``rounds`` times, interleaved; fill ``section``."""
     started = time.perf_counter()
+    load = os.getloadavg()[0]
     contenders = section.contenders
     section.samples = {c.key: [] for c in contenders}
     for number in range(rounds):
@@ -126,6 +129,7 @@ async def run_rounds(
                 f"{sample.rate:10.0f} {section.unit}{extra}"
             )
     section.seconds = time.perf_counter() - started
+    section.load = (load, os.getloadavg()[0])
     return section
 
 

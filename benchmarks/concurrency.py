@@ -42,10 +42,12 @@ class Concurrency:
         self.queries = tasks * per_task
         self.stack = AsyncExitStack()
         self.psycopg_pool: Any = None
+        self.psycopg_client_pool: Any = None
         self.asyncpg_pool: Any = None
 
     async def open(self) -> None:
         import asyncpg
+        from psycopg import AsyncClientCursor
         from psycopg_pool import AsyncConnectionPool
 
         size = self.pool_size
@@ -59,6 +61,17 @@ class Concurrency:
             )
         )
         await self.psycopg_pool.wait()
+        # The backend's cursor class (Django binds parameters client-side).
+        self.psycopg_client_pool = await self.stack.enter_async_context(
+            AsyncConnectionPool(
+                self.url,
+                min_size=size,
+                max_size=size,
+                kwargs={"autocommit": True, "cursor_factory": AsyncClientCursor},
+                open=False,
+            )
+        )
+        await self.psycopg_client_pool.wait()
         self.asyncpg_pool = await asyncpg.create_pool(
             self.url, min_size=size, max_size=size
         )
@@ -88,7 +101,12 @@ class Concurrency:
         return await gather_workers(self.tasks, self.queries, worker)
 
     async def psycopg(self) -> Sample:
-        pool = self.psycopg_pool
+        return await self.raw_pool(self.psycopg_pool)
+
+    async def psycopg_client(self) -> Sample:
+        return await self.raw_pool(self.psycopg_client_pool)
+
+    async def raw_pool(self, pool: Any) -> Sample:
 
         async def worker() -> None:
             for i in range(self.per_task):
@@ -144,11 +162,19 @@ class Concurrency:
                     ours=True,
                 ),
                 Contender("psycopg", "raw psycopg_pool (autocommit)", self.psycopg),
+                Contender(
+                    "psycopg_client",
+                    "raw psycopg_pool, ClientCursor (autocommit)",
+                    self.psycopg_client,
+                ),
                 Contender("asyncpg", "asyncpg pool", self.asyncpg),
                 Contender("stock", "stock Django via sync_to_async", self.stock),
             ],
             ratios=[
-                Ratio("ours", "psycopg", 0.9, "concurrency vs raw psycopg_pool"),
+                Ratio(
+                    "ours", "psycopg_client", 0.9, "concurrency vs raw psycopg_pool"
+                ),
+                Ratio("ours", "psycopg", None, "Django's binding vs psycopg's default"),
                 Ratio("ours", "stock", 8.0, "concurrency vs stock Django"),
                 Ratio("ours", "asyncpg", None),
             ],

@@ -184,7 +184,12 @@ def section_markdown(number: int, section: SectionResult) -> list[str]:
     if latency:
         head += " p99 latency |"
         rule += " ---: |"
-    lines = [f"## {number}. {section.title}", "", section.description, "", head, rule]
+    where = (
+        f"{section.seconds:.0f} s; 1-minute load average {section.load[0]:.2f} "
+        f"at the start, {section.load[1]:.2f} at the end."
+    )
+    lines = [f"## {number}. {section.title}", "", section.description, where]
+    lines += ["", head, rule]
     for contender in section.contenders:
         label = f"**{contender.label}**" if contender.ours else contender.label
         row = (

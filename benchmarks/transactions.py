@@ -10,6 +10,7 @@ function called through ``sync_to_async``. One cursor per transaction.
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import psycopg
 
@@ -50,10 +51,11 @@ def section(url: str, n: int) -> SectionResult:
         # A task of its own: a fresh connection, released when it ends.
         return await asyncio.create_task(body())
 
-    async def raw_psycopg() -> Sample:
-        async with await psycopg.AsyncConnection.connect(
-            url, autocommit=True
-        ) as connection:
+    async def raw_psycopg(cursor_factory: Any = None) -> Sample:
+        kwargs: dict[str, Any] = {"autocommit": True}
+        if cursor_factory is not None:
+            kwargs["cursor_factory"] = cursor_factory
+        async with await psycopg.AsyncConnection.connect(url, **kwargs) as connection:
 
             async def transaction(i: int) -> None:
                 async with connection.cursor() as cursor:
@@ -104,10 +106,16 @@ def section(url: str, n: int) -> SectionResult:
         contenders=[
             Contender("ours", "this backend, async_atomic", ours, ours=True),
             Contender("psycopg", "raw psycopg, conn.transaction()", raw_psycopg),
+            Contender(
+                "psycopg_client",
+                "raw psycopg ClientCursor, conn.transaction()",
+                lambda: raw_psycopg(psycopg.AsyncClientCursor),
+            ),
             Contender("stock", "stock Django, sync_to_async(atomic)", stock),
         ],
         ratios=[
-            Ratio("ours", "psycopg", 0.9, "transactions vs raw psycopg"),
+            Ratio("ours", "psycopg_client", 0.9, "transactions vs raw psycopg"),
+            Ratio("ours", "psycopg", None, "Django's binding vs psycopg's default"),
             Ratio("ours", "stock", None),
         ],
     )
