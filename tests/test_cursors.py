@@ -7,6 +7,7 @@ from typing import Any
 from django.db import connections
 
 import support
+from aliases import temporary_alias
 from django_async_backend.db import async_connections
 
 HOSTILE = [
@@ -149,6 +150,17 @@ class ServerSideCursorTests(unittest.IsolatedAsyncioTestCase):
         async with connection.chunked_cursor() as cursor:
             await cursor.execute("SELECT generate_series(1, %s)", [3])
             self.assertEqual(await cursor.fetchall(), [(1,), (2,), (3,)])
+
+    async def test_disable_server_side_cursors_gives_a_plain_cursor(self) -> None:
+        with temporary_alias("plain", DISABLE_SERVER_SIDE_CURSORS=True):
+            connection = async_connections["plain"]
+            async with connection.chunked_cursor() as cursor:
+                await cursor.execute("SELECT generate_series(1, 10)")
+                self.assertEqual(await cursor.fetchmany(2), [(1,), (2,)])
+                async with connection.cursor() as probe:
+                    await probe.execute("SELECT count(*) FROM pg_cursors")
+                    self.assertEqual(await probe.fetchone(), (0,))
+                self.assertEqual(len(await cursor.fetchall()), 8)
 
 
 if __name__ == "__main__":

@@ -194,7 +194,13 @@ class BaseAsyncDatabaseWrapper(TransactionMixin):
         return self._cursor()
 
     def chunked_cursor(self) -> AsyncCursorWrapper:
-        """Return a server-side (named) cursor that streams results in chunks."""
+        """Return a server-side (named) cursor that streams results in chunks.
+
+        With ``DISABLE_SERVER_SIDE_CURSORS`` (for transaction-pooling proxies
+        such as PgBouncer) it is a plain cursor, which fetches the whole result.
+        """
+        if self.settings_dict.get("DISABLE_SERVER_SIDE_CURSORS"):
+            return self._cursor()
         self._named_cursor_idx += 1
         name = f"_django_async_curs_{id(self)}_{self._named_cursor_idx}"
         return self._cursor(name=name)
