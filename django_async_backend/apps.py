@@ -1,4 +1,4 @@
-"""Django app config: registers the system checks."""
+"""Django app config: registers the system checks and the native ORM hooks."""
 
 from django.apps import AppConfig
 
@@ -9,3 +9,6 @@ class AsyncBackendConfig(AppConfig):
 
     def ready(self) -> None:
         from django_async_backend import checks  # noqa: F401 - registers checks
+        from django_async_backend.db.models import switch
+
+        switch.install()

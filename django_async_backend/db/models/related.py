@@ -1,0 +1,131 @@
+"""Native related managers, and a loud error for lazy relations in async code.
+
+Django builds the related managers (``book.tags``, ``author.book_set``) with
+the factories of ``django.db.models.fields.related_descriptors`` and defines
+their ``aadd``/``acreate``... inside the built class, each with
+``sync_to_async``. The factories are wrapped once (at ``ready()``): the
+built classes get native ``a*`` methods, which run Django's sync method
+(``add``, ``create`` ...) through ``run_native`` when the manager belongs to
+an opted-in model (or the project-wide switch is on) and the alias uses this
+ENGINE; otherwise Django's own method runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from django.apps import apps
+from django.core.exceptions import SynchronousOnlyOperation
+from django.db import router
+from django.db.models.fields import related_descriptors
+
+from django_async_backend.db.models import switch
+from django_async_backend.db.models.base import AsyncModelMixin
+from django_async_backend.db.models.bridge import in_bridge, run_native
+from django_async_backend.db.models.facade import is_native_alias
+from django_async_backend.db.models.query import AsyncQuerySet
+
+__all__ = ["install"]
+
+RELATED_METHODS = (
+    "aadd",
+    "acreate",
+    "aget_or_create",
+    "aupdate_or_create",
+    "aremove",
+    "aclear",
+    "aset",
+)
+
+
+def _opted_in(manager: Any) -> bool:
+    return (
+        switch.enabled
+        or issubclass(manager._queryset_class, AsyncQuerySet)
+        or isinstance(manager.instance, AsyncModelMixin)
+    )
+
+
+def _native_method(
+    original: Callable[..., Coroutine[Any, Any, Any]], sync_name: str
+) -> Callable[..., Coroutine[Any, Any, Any]]:
+    @functools.wraps(original)
+    async def method(self: Any, /, *args: Any, **kwargs: Any) -> Any:
+        alias = self._db or router.db_for_write(self.model, instance=self.instance)
+        if not (_opted_in(self) and is_native_alias(alias)):
+            return await original(self, *args, **kwargs)
+        return await run_native(getattr(self, sync_name), *args, **kwargs)
+
+    return method
+
+
+def _nativize(manager_class: type) -> type:
+    for name in RELATED_METHODS:
+        original = manager_class.__dict__.get(name)
+        if original is not None:
+            setattr(manager_class, name, _native_method(original, name[1:]))
+    return manager_class
+
+
+def _wrap_factory(factory: Callable[..., type]) -> Callable[..., type]:
+    if getattr(factory, "_native_wrapped", False):
+        return factory
+
+    @functools.wraps(factory)
+    def wrapper(*args: Any, **kwargs: Any) -> type:
+        return _nativize(factory(*args, **kwargs))
+
+    wrapper._native_wrapped = True  # type: ignore[attr-defined]
+    return wrapper
+
+
+def _lazy_get_object(original: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+    @functools.wraps(original)
+    def get_object(self: Any, instance: Any) -> Any:
+        if (
+            not in_bridge()
+            and _loop_running()
+            and not os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
+        ):
+            name = self.field.name
+            raise SynchronousOnlyOperation(
+                f"Accessing {type(instance).__name__}.{name} in async code would "
+                "run a query synchronously. Load it with the query instead: "
+                f"select_related({name!r}) or prefetch_related({name!r}), or "
+                f"fetch it with `await {self.field.related_model.__name__}"
+                ".objects.aget(pk=...)`."
+            )
+        return original(self, instance)
+
+    get_object._native_wrapped = True  # type: ignore[attr-defined]
+    return get_object
+
+
+def _loop_running() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def install() -> None:
+    """Wrap the related-manager factories and the lazy FK access (once)."""
+    module: Any = related_descriptors
+    for name in (
+        "create_reverse_many_to_one_manager",
+        "create_forward_many_to_many_manager",
+    ):
+        setattr(module, name, _wrap_factory(getattr(module, name)))
+    if apps.is_installed("django.contrib.contenttypes"):
+        from django.contrib.contenttypes import fields as generic
+
+        factory = "create_generic_related_manager"
+        setattr(generic, factory, _wrap_factory(getattr(generic, factory)))
+    descriptor: Any = related_descriptors.ForwardManyToOneDescriptor
+    if not getattr(descriptor.get_object, "_native_wrapped", False):
+        descriptor.get_object = _lazy_get_object(descriptor.get_object)
