@@ -15,16 +15,20 @@ The restart, pool and event-loop scenarios are in test_faults_*.py.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import unittest
 from typing import Any
+from unittest import mock
 
 import psycopg
 from django.db import OperationalError
+from psycopg.pq import TransactionStatus
 
 import support
 from aliases import backend_pid
 from django_async_backend.db import async_connections
 from django_async_backend.db.transaction import async_atomic
+from django_async_backend.utils.loops import loop_state
 from faults import (
     TABLE_SQL,
     execute,
@@ -260,6 +264,85 @@ class ServerTimeoutTests(FaultTestCase):
             self.assertEqual(await backend_pid(async_connections[ALIAS]), pid)
         self.assertEqual(committed(self.tag), ["mine"])
         await self.assert_clean()
+
+
+class CancelledAtEveryStepTests(FaultTestCase):
+    """A cancellation at any await of a block leaves the connection sound.
+
+    psycopg yields to the loop once an operation is done when the loop has
+    been busy (its MAX_BUSY_TIME); set to 0 here, so that every operation
+    offers that extra cancellation point (set_autocommit too: a cancellation
+    there once left a connection parked outside autocommit).
+    """
+
+    async def one_block(self, name: str) -> None:
+        async with async_atomic(using=ALIAS):
+            await insert(ALIAS, self.tag, name)
+            async with async_atomic(using=ALIAS):
+                await insert(ALIAS, self.tag, name + "-inner")
+
+    async def test_parked_connection_is_always_in_autocommit(self) -> None:
+        with (
+            mock.patch.object(psycopg.waiting, "MAX_BUSY_TIME", 0.0),
+            fault_alias(ALIAS, self.app, CONN_MAX_AGE=None),
+        ):
+            for steps in range(40):
+                # Park a connection for the cancelled task to take over.
+                await asyncio.create_task(self.one_block(f"a{steps}"))
+                await asyncio.sleep(0)
+                task = asyncio.create_task(self.one_block(f"b{steps}"))
+                for _ in range(steps):
+                    await asyncio.sleep(0)
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+                # The task's done-callbacks park its connection.
+                await asyncio.sleep(0)
+                await settle_background()
+                for connection, _ in loop_state().idle.get(ALIAS, []):
+                    self.assertTrue(connection.autocommit, f"after {steps} steps")
+                    self.assertEqual(
+                        connection.info.transaction_status, TransactionStatus.IDLE
+                    )
+            await asyncio.create_task(self.one_block("last"))
+        names = committed(self.tag)
+        self.assertIn("last", names)
+        for name in names:
+            if name.endswith("-inner"):
+                self.assertIn(name.removesuffix("-inner"), names)
+
+    async def swallow_cancellation_then_commit(self, steps: int) -> bool:
+        task = asyncio.current_task()
+        assert task is not None
+
+        async def cancel_later() -> None:
+            for _ in range(steps):
+                await asyncio.sleep(0)
+            task.cancel()
+
+        canceller = asyncio.create_task(cancel_later())
+        try:
+            await self.one_block(f"c{steps}")
+            await asyncio.sleep(3600)  # the cancellation lands here at the latest
+        except asyncio.CancelledError:
+            task.uncancel()
+        await canceller
+        # The task goes on: its next block commits.
+        await self.one_block(f"next{steps}")
+        return bool(async_connections[ALIAS].autocommit)
+
+    async def test_task_that_swallows_a_cancellation_commits_next(self) -> None:
+        with (
+            mock.patch.object(psycopg.waiting, "MAX_BUSY_TIME", 0.0),
+            fault_alias(ALIAS, self.app),
+        ):
+            for steps in range(40):
+                self.assertTrue(
+                    await asyncio.create_task(
+                        self.swallow_cancellation_then_commit(steps)
+                    )
+                )
+                self.assertIn(f"next{steps}", committed(self.tag))
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ failure, so its on_commit callbacks are dropped.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -41,6 +42,7 @@ from django_async_backend.db.backends.base.atomic import (
     plan_exit,
 )
 from django_async_backend.db.backends.base.base import BaseAsyncDatabaseWrapper
+from django_async_backend.utils.loops import shielded
 
 __all__ = [
     "AsyncAtomic",
@@ -200,6 +202,15 @@ class AsyncAtomic:
                 # A failed or interrupted SAVEPOINT may have broken the
                 # transaction: the enclosing block must roll back.
                 connection.needs_rollback = True
+            elif (
+                step is Step.BEGIN
+                and connection.connection is not None
+                and not connection.autocommit
+            ):
+                # Cancelled after autocommit went off: turn it back on, or
+                # the task's next block would be a manual transaction.
+                with contextlib.suppress(Exception):  # then it is not reused
+                    await shielded(connection.set_autocommit(True))
             raise
         if connection.in_atomic_block:
             connection.atomic_blocks.append(self)

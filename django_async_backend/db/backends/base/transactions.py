@@ -136,11 +136,19 @@ class TransactionMixin:
         self.validate_no_atomic_block()
         await self.close_if_health_check_failed()
         await self.ensure_connection()
-        if autocommit:
-            await self._set_autocommit(autocommit)
-        else:
-            with debug_transaction(self, "BEGIN"):
+        try:
+            if autocommit:
                 await self._set_autocommit(autocommit)
+            else:
+                with debug_transaction(self, "BEGIN"):
+                    await self._set_autocommit(autocommit)
+        except BaseException:
+            # psycopg can be cancelled after it switched (it yields to the
+            # loop once done): keep the flag in step with the driver, so that
+            # a connection is never parked or reused in the wrong mode.
+            if self.connection is not None:
+                self.autocommit = bool(self.connection.autocommit)
+            raise
         self.autocommit = autocommit
         if autocommit and self.run_commit_hooks_on_set_autocommit_on:
             self.run_commit_hooks_on_set_autocommit_on = False
