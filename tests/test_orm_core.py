@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+import sys
+import unittest
 import uuid
 from typing import Any
 
 from django.core.exceptions import SynchronousOnlyOperation
-from django.db import transaction
+from django.db import OperationalError, transaction
 from django.db.models.signals import post_save
 
 import support
@@ -145,6 +148,46 @@ class QuerySetTests(AsyncioTestCase):
     async def test_queries_are_logged_on_the_async_connection(self) -> None:
         async with self.assertNumQueries(1):
             await Author.objects.acount()
+
+
+class RelationTests(AsyncioTestCase):
+    async def asyncSetUp(self) -> None:
+        self.author = await Author.objects.acreate(name="Ann")
+
+    async def test_prefetch_related_is_resolved_natively(self) -> None:
+        book = await Book.objects.acreate(title="t", author=self.author)
+        await book.tags.aadd(await Tag.objects.acreate(name="x"))
+        async with self.assertNumQueries(2):
+            books = [b async for b in Book.objects.prefetch_related("tags")]
+        self.assertEqual([t.name for t in books[0].tags.all()], ["x"])
+
+    async def test_reverse_related_acreate_joins_a_rolled_back_block(self) -> None:
+        with self.assertRaises(Boom):
+            async with async_atomic():
+                await self.author.books.acreate(title="t")
+                raise Boom
+        self.assertEqual(await scalar("SELECT count(*) FROM testapp_book"), 0)
+
+    async def test_adelete_cascades_natively(self) -> None:
+        book = await Book.objects.acreate(title="t", author=self.author)
+        await book.chapters.acreate(number=1)
+        with no_threads():
+            await self.author.adelete()
+        self.assertEqual(await scalar("SELECT count(*) FROM testapp_chapter"), 0)
+
+    async def test_raw_async_for_is_native(self) -> None:
+        await Book.objects.acreate(title="t", author=self.author)
+        with no_threads():
+            titles = [
+                b.title async for b in Book.objects.raw("SELECT * FROM testapp_book")
+            ]
+        self.assertEqual(titles, ["t"])
+
+    async def test_on_commit_from_orm_code_joins_the_connection(self) -> None:
+        async with self.captureOnCommitCallbacks() as callbacks:
+            async with async_atomic():
+                await run_native(transaction.on_commit, lambda: None)
+        self.assertEqual(len(callbacks), 1)
 
 
 class ModelTests(AsyncioTestCase):
@@ -405,3 +448,66 @@ DROP_SLOW_COMMIT_SQL = """
 DROP TRIGGER IF EXISTS testapp_slow_commit ON testapp_novel;
 DROP FUNCTION IF EXISTS testapp_slow_commit();
 """
+
+
+class FallbackTests(unittest.IsolatedAsyncioTestCase):
+    async def test_other_engine_runs_django_own_method(self) -> None:
+        # SQLite's in-memory database has no tables: Django's own acount()
+        # (in its thread, on the sync connection) reports it; the bridge
+        # would have refused the sync connection instead.
+        with self.assertRaisesRegex(OperationalError, "no such table"):
+            await Author.objects.using("sqlite").acount()
+
+
+SWITCH_SCRIPT = """
+import asyncio, sys
+import settings
+settings.ASYNC_BACKEND_NATIVE_ORM = True
+import support
+from django_async_backend.db.transaction import async_atomic
+from test_no_threads import no_threads
+from testapp.models import Account
+
+class Boom(Exception):
+    pass
+
+async def main():
+    with no_threads():
+        try:
+            async with async_atomic():
+                await Account.objects.acreate(name="switch-on", balance=1)
+                raise Boom
+        except Boom:
+            pass
+        print(await Account.objects.filter(name="switch-on").acount())
+
+asyncio.run(main())
+"""
+
+
+class SwitchTests(unittest.TestCase):
+    def test_setting_makes_plain_models_native(self) -> None:
+        # A fresh process: the switch changes Django's classes for good.
+        tests_dir = os.path.dirname(os.path.abspath(__file__))
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(
+                [
+                    tests_dir,
+                    os.path.dirname(tests_dir),
+                    os.environ.get("PYTHONPATH", ""),
+                ]
+            ),
+        }
+        result = subprocess.run(
+            [sys.executable, "-c", SWITCH_SCRIPT],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tests_dir,
+            timeout=120,
+            check=False,
+        )
+        self.assertEqual(
+            (result.returncode, result.stdout.strip()), (0, "0"), result.stderr
+        )

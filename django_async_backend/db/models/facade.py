@@ -139,10 +139,14 @@ def _sync(name: str) -> Callable[..., Any]:
 class SyncConnection:
     """Django's sync connection API over one async wrapper (no thread)."""
 
-    __slots__ = ("_wrapper",)
+    # The wrapper's constants, read many times per query: kept here.
+    CONSTANTS = ("ops", "features", "vendor", "alias", "settings_dict")
+    __slots__ = ("_introspection", "_wrapper", *CONSTANTS)
 
     def __init__(self, wrapper: Any) -> None:
         object.__setattr__(self, "_wrapper", wrapper)
+        for name in self.CONSTANTS:
+            object.__setattr__(self, name, getattr(wrapper, name))
 
     def __getattr__(self, name: str) -> Any:
         return getattr(object.__getattribute__(self, "_wrapper"), name)
@@ -155,6 +159,16 @@ class SyncConnection:
 
     def __repr__(self) -> str:
         return f"<SyncConnection over {self._wrapper!r}>"
+
+    @property
+    def introspection(self) -> Any:
+        """Django's introspection class, querying through this connection."""
+        try:
+            return object.__getattribute__(self, "_introspection")
+        except AttributeError:
+            introspection = self._wrapper.sync_wrapper_class.introspection_class(self)
+            object.__setattr__(self, "_introspection", introspection)
+            return introspection
 
     def cursor(self) -> SyncCursor:
         cursor = self._wrapper.cursor()
