@@ -180,6 +180,7 @@ class Cluster:
         self.log = self.base / "server.log"
         self.port = free_port()
         self.running = False
+        self._started = False
         self._destroyed = False
         atexit.register(self.destroy)
         try:
@@ -270,8 +271,23 @@ class Cluster:
     # ---- control -----------------------------------------------------------
 
     def start(self) -> None:
-        self._run("pg_ctl", *self._ctl_start())
-        self.running = True
+        for attempt in range(3):
+            try:
+                self._run("pg_ctl", *self._ctl_start())
+                break
+            except RuntimeError:
+                # Another process took the free port meanwhile: take another
+                # (only before the first start; a restart keeps its port).
+                if self._started or attempt == 2 or not self._port_taken():
+                    raise
+                self.port = free_port()
+                with (self.data / "postgresql.conf").open("a") as config:
+                    config.write(f"port = '{self.port}'\n")
+        self.running = self._started = True
+
+    def _port_taken(self) -> bool:
+        log = self.log.read_text(errors="replace") if self.log.exists() else ""
+        return "could not bind" in log or "Address already in use" in log
 
     def stop(self, mode: str = "fast") -> None:
         """Stop the server (``fast``: terminate sessions; ``immediate``: crash)."""
@@ -285,7 +301,7 @@ class Cluster:
     async def astart(self) -> None:
         """Start the server without blocking the event loop."""
         await self._arun("pg_ctl", *self._ctl_start())
-        self.running = True
+        self.running = self._started = True
 
     async def astop(self, mode: str = "fast") -> None:
         """Stop the server without blocking the event loop."""
