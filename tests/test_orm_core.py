@@ -14,10 +14,11 @@ import subprocess
 import sys
 import unittest
 import uuid
+from datetime import date
 from typing import Any
 
 from django.core.exceptions import SynchronousOnlyOperation
-from django.db import OperationalError, transaction
+from django.db import IntegrityError, OperationalError, transaction
 from django.db.models.signals import post_save
 
 import support
@@ -28,7 +29,7 @@ from django_async_backend.db.transaction import async_atomic
 from django_async_backend.test import AsyncioTestCase, AsyncioTransactionTestCase
 from support import idle_in_transaction, outside, poll
 from test_no_threads import no_threads
-from testapp.models import Author, Book, Novel, Tag
+from testapp.models import Author, Book, Novel, Profile, Tag
 
 support.ensure_test_tables()
 
@@ -284,6 +285,18 @@ class AtomicTests(AsyncioTestCase):
         self.assertEqual(await scalar("SELECT count(*) FROM testapp_author"), 2)
 
 
+class SavepointTests(AsyncioTestCase):
+    async def test_integrity_error_in_get_or_create_keeps_the_block(self) -> None:
+        await Author.objects.acreate(name="Ann")
+        async with async_atomic():
+            # get() misses (born differs), create() violates the unique name:
+            # Django's savepoint inside get_or_create rolls the insert back.
+            with self.assertRaises(IntegrityError):
+                await Author.objects.aget_or_create(name="Ann", born=date(2000, 1, 1))
+            await Author.objects.acreate(name="Bob")
+        self.assertEqual(await scalar("SELECT count(*) FROM testapp_author"), 2)
+
+
 class SignalTests(AsyncioTestCase):
     async def test_async_receiver_runs_in_the_same_task_and_block(self) -> None:
         seen: list[Any] = []
@@ -319,6 +332,13 @@ class LoudFailureTests(AsyncioTestCase):
         book = await Book.objects.aget(title="t")
         with self.assertRaisesRegex(SynchronousOnlyOperation, "select_related"):
             book.author  # noqa: B018
+
+    async def test_lazy_reverse_one_to_one_names_select_related(self) -> None:
+        author = await Author.objects.acreate(name="Ann")
+        await Profile.objects.acreate(author=author)
+        fetched = await Author.objects.aget(pk=author.pk)
+        with self.assertRaisesRegex(SynchronousOnlyOperation, "select_related"):
+            fetched.profile  # noqa: B018
 
     async def test_lazy_foreign_key_loads_inside_the_bridge(self) -> None:
         author = await Author.objects.acreate(name="Ann")

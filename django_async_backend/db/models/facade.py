@@ -188,7 +188,6 @@ class SyncConnection:
     close = _sync("close")
     get_autocommit = _sync("get_autocommit")
     set_autocommit = _sync("set_autocommit")
-    savepoint = _sync("savepoint")
     on_commit = _sync("on_commit")
     run_and_clear_commit_hooks = _sync("run_and_clear_commit_hooks")
     check_constraints = _sync("check_constraints")
@@ -216,6 +215,16 @@ class SyncConnection:
             raise
         except BaseException:
             _settle_after_interrupt(wrapper)
+            raise
+
+    def savepoint(self) -> str | None:
+        try:
+            return await_(self._wrapper.savepoint())  # type: ignore[no-any-return]
+        except Exception:
+            raise
+        except BaseException:
+            # Interrupted: the SAVEPOINT may have broken the transaction.
+            self._wrapper.needs_rollback = True
             raise
 
     def savepoint_commit(self, sid: str) -> None:

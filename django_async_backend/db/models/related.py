@@ -86,23 +86,42 @@ def _wrap_factory(factory: Callable[..., type]) -> Callable[..., type]:
 def _lazy_get_object(original: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
     @functools.wraps(original)
     def get_object(self: Any, instance: Any) -> Any:
-        if (
-            not in_bridge()
-            and _loop_running()
-            and not os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
-        ):
-            name = self.field.name
-            raise SynchronousOnlyOperation(
-                f"Accessing {type(instance).__name__}.{name} in async code would "
-                "run a query synchronously. Load it with the query instead: "
-                f"select_related({name!r}) or prefetch_related({name!r}), or "
-                f"fetch it with `await {self.field.related_model.__name__}"
-                ".objects.aget(pk=...)`."
-            )
+        _refuse_lazy_access(type(instance), self.field.name, self.field.related_model)
         return original(self, instance)
 
     get_object._native_wrapped = True  # type: ignore[attr-defined]
     return get_object
+
+
+def _refuse_lazy_access(model: type, name: str, target: type) -> None:
+    """Raise if a relation would be loaded by a sync query in async code."""
+    if (
+        not in_bridge()
+        and _loop_running()
+        and not os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
+    ):
+        raise SynchronousOnlyOperation(
+            f"Accessing {model.__name__}.{name} in async code would run a query "
+            "synchronously. Load it with the query instead: "
+            f"select_related({name!r}) or prefetch_related({name!r}), or fetch "
+            f"it with `await {target.__name__}.objects.aget(...)`."
+        )
+
+
+def _lazy_reverse_queryset(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def get_queryset(self: Any, **hints: Any) -> Any:
+        instance = hints.get("instance")
+        if instance is not None:
+            _refuse_lazy_access(
+                type(instance),
+                self.related.get_accessor_name(),
+                self.related.related_model,
+            )
+        return original(self, **hints)
+
+    get_queryset._native_wrapped = True  # type: ignore[attr-defined]
+    return get_queryset
 
 
 def _loop_running() -> bool:
@@ -126,6 +145,10 @@ def install() -> None:
 
         factory = "create_generic_related_manager"
         setattr(generic, factory, _wrap_factory(getattr(generic, factory)))
-    descriptor: Any = related_descriptors.ForwardManyToOneDescriptor
-    if not getattr(descriptor.get_object, "_native_wrapped", False):
-        descriptor.get_object = _lazy_get_object(descriptor.get_object)
+    forward: Any = related_descriptors.ForwardManyToOneDescriptor
+    if not getattr(forward.get_object, "_native_wrapped", False):
+        forward.get_object = _lazy_get_object(forward.get_object)
+    # author.profile: its queryset is only built when the value is not cached.
+    reverse: Any = related_descriptors.ReverseOneToOneDescriptor
+    if not getattr(reverse.get_queryset, "_native_wrapped", False):
+        reverse.get_queryset = _lazy_reverse_queryset(reverse.get_queryset)
