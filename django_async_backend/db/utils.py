@@ -12,6 +12,7 @@ scope for one block.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
@@ -101,6 +102,12 @@ class ConnectionScope:
             await wrapper.close()
 
 
+@functools.cache
+def _async_wrapper_class(engine: str) -> Any:
+    """The ENGINE's AsyncDatabaseWrapper class, or None (imported once)."""
+    return getattr(load_backend(engine), "AsyncDatabaseWrapper", None)
+
+
 class AsyncConnectionHandler:
     """Give each task its own async connection per alias."""
 
@@ -122,8 +129,7 @@ class AsyncConnectionHandler:
                 f"defines {', '.join(map(repr, self.settings)) or 'no alias'}."
             )
         settings_dict = self.settings[alias]
-        backend = load_backend(settings_dict["ENGINE"])
-        wrapper_class = getattr(backend, "AsyncDatabaseWrapper", None)
+        wrapper_class = _async_wrapper_class(settings_dict["ENGINE"])
         if wrapper_class is None:
             raise ImproperlyConfigured(
                 f"DATABASES[{alias!r}] uses ENGINE {settings_dict['ENGINE']!r}, "

@@ -38,6 +38,10 @@ class LoopState:
         self.tasks: set[asyncio.Task[Any]] = set()
         self._keeper: AsyncGenerator[None, None] | None = None
 
+    @property
+    def hook_installed(self) -> bool:
+        return self._keeper is not None
+
     async def install_shutdown_hook(self) -> None:
         """Arrange for :meth:`shutdown` to run when the loop shuts down.
 

@@ -97,6 +97,10 @@ class BaseAsyncDatabaseWrapper(TransactionMixin):
     def get_connection_params(self) -> dict[str, Any]:
         raise NotImplementedError
 
+    def new_connection_params(self) -> dict[str, Any]:
+        """What ``get_new_connection`` needs (a pool may need nothing)."""
+        return self.get_connection_params()
+
     async def get_new_connection(self, conn_params: dict[str, Any]) -> Any:
         raise NotImplementedError
 
@@ -123,7 +127,9 @@ class BaseAsyncDatabaseWrapper(TransactionMixin):
     async def connect(self) -> None:
         """Connect to the database. Assume that the connection is closed."""
         self.check_settings()
-        await loop_state().install_shutdown_hook()
+        state = loop_state()
+        if not state.hook_installed:
+            await state.install_shutdown_hook()
         self.reset_transaction_state()
         self.health_check_enabled = self.settings_dict["CONN_HEALTH_CHECKS"]
         self.closed_in_transaction = False
@@ -131,7 +137,8 @@ class BaseAsyncDatabaseWrapper(TransactionMixin):
         # New connections are healthy.
         self.health_check_done = True
         if (
-            await self._adopt_idle_connection()
+            state.idle.get(self.alias)
+            and await self._adopt_idle_connection()
             and not await self._idle_connection_works()
         ):
             await self._close()
@@ -140,7 +147,7 @@ class BaseAsyncDatabaseWrapper(TransactionMixin):
             max_age = self.settings_dict["CONN_MAX_AGE"]
             self.close_at = None if max_age is None else time.monotonic() + max_age
             self.connection = await self.get_new_connection(
-                self.get_connection_params()
+                self.new_connection_params()
             )
             try:
                 await self.set_autocommit(self.settings_dict["AUTOCOMMIT"])

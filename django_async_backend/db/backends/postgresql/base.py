@@ -101,6 +101,12 @@ class AsyncDatabaseWrapper(BaseAsyncDatabaseWrapper):
             return None
         return {} if options is True else dict(options)
 
+    def new_connection_params(self) -> dict[str, Any]:
+        # The pool was built with the parameters; a checkout needs none.
+        if self.settings_dict["OPTIONS"].get("pool"):
+            return {}
+        return self.get_connection_params()
+
     def get_connection_params(self) -> dict[str, Any]:
         params = self._stock_connection_params()
         factory = self.settings_dict["OPTIONS"].get("cursor_factory")
@@ -214,8 +220,10 @@ class AsyncDatabaseWrapper(BaseAsyncDatabaseWrapper):
             await cursor.execute(sql)
 
     async def _set_autocommit(self, autocommit: bool) -> None:
-        with self.wrap_database_errors:
-            await self.connection.set_autocommit(autocommit)
+        connection = self.connection
+        if connection.autocommit != autocommit:  # e.g. not for a pool checkout
+            with self.wrap_database_errors:
+                await connection.set_autocommit(autocommit)
 
     def transaction_is_open(self) -> bool:
         connection = self.connection
