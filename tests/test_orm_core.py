@@ -119,6 +119,13 @@ class QuerySetTests(AsyncioTestCase):
         titles = [b.title async for b in Book.objects.long()]
         self.assertEqual(titles, ["long"])
 
+    async def test_custom_manager_feeds_native_methods(self) -> None:
+        author = await Author.objects.acreate(name="Ann")
+        await Book.objects.acreate(title="short", author=author, pages=10)
+        await Book.objects.acreate(title="long", author=author, pages=500)
+        with no_threads():
+            self.assertEqual(await Book.long_books.acount(), 1)
+
     async def test_aiterator_streams_through_a_server_side_cursor(self) -> None:
         author = await Author.objects.acreate(name="Ann")
         for i in range(5):

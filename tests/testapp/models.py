@@ -2,7 +2,11 @@ from __future__ import annotations
 
 from django.db import models
 
-from django_async_backend.db.models import AsyncModelMixin, AsyncQuerySet
+from django_async_backend.db.models import (
+    AsyncManager,
+    AsyncModelMixin,
+    AsyncQuerySet,
+)
 
 
 class Account(models.Model):
@@ -53,6 +57,14 @@ class BookQuerySet(AsyncQuerySet["Book"]):
         return self.filter(pages__gte=300)
 
 
+class LongBooks(AsyncManager):
+    """A custom manager on top of AsyncManager."""
+
+    def get_queryset(self) -> AsyncQuerySet[Book]:
+        queryset: AsyncQuerySet[Book] = super().get_queryset()
+        return queryset.filter(pages__gte=300)
+
+
 class Book(AsyncModelMixin, models.Model):
     title = models.CharField(max_length=200)
     author = models.ForeignKey(Author, models.CASCADE, related_name="books")
@@ -68,6 +80,7 @@ class Book(AsyncModelMixin, models.Model):
     published = models.DateField(null=True, blank=True)
 
     objects = BookQuerySet.as_manager()
+    long_books = LongBooks()
 
     class Meta:
         ordering = ["id"]

@@ -2,12 +2,12 @@
 
 Django builds the related managers (``book.tags``, ``author.book_set``) with
 the factories of ``django.db.models.fields.related_descriptors`` and defines
-their ``aadd``/``acreate``... inside the built class, each with
-``sync_to_async``. The factories are wrapped once (at ``ready()``): the
-built classes get native ``a*`` methods, which run Django's sync method
-(``add``, ``create`` ...) through ``run_native`` when the manager belongs to
-an opted-in model (or the project-wide switch is on) and the alias uses this
-ENGINE; otherwise Django's own method runs.
+their ``aadd``/``acreate``... inside the built class, each hopping to a
+thread (asgiref's SyncToAsync). The factories are wrapped once (at
+``ready()``): the built classes get native ``a*`` methods, which run
+Django's sync method (``add``, ``create`` ...) through ``run_native`` when
+the manager belongs to an opted-in model (or the project-wide switch is on)
+and the alias uses this ENGINE; otherwise Django's own method runs.
 """
 
 from __future__ import annotations

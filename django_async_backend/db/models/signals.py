@@ -1,7 +1,7 @@
 """Signals sent from the native bridge: async receivers awaited in the task.
 
 Inside :func:`~django_async_backend.db.models.bridge.run_native`, Django's
-``Signal.send()`` would run async receivers with ``async_to_sync``, which
+``Signal.send()`` would run async receivers through asgiref's AsyncToSync, which
 refuses to run on the event loop's thread. So a signal that has an async
 receiver gets bridge-aware ``send()``/``send_robust()``: inside the bridge
 they call the sync receivers inline and then await the async ones one after
