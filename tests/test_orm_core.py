@@ -442,6 +442,26 @@ class CancellationTests(AsyncioTransactionTestCase):
         self.assertEqual(outside("SELECT count(*) FROM testapp_novel"), [(0,)])
         self.assertTrue(await poll(lambda: idle_in_transaction(self.app) == 0))
 
+    async def test_cancelled_insert_in_a_sync_atomic_commits_nothing(self) -> None:
+        # Novel.save() inserts the Book row, then the Novel row, in Django's
+        # own atomic block; the second INSERT is held by a trigger that sleeps.
+        outside(SLOW_INSERT_SQL)
+        self.addCleanup(outside, DROP_SLOW_INSERT_SQL)
+
+        async def work() -> None:
+            author = await Author.objects.using("orm").acreate(name="Ann")
+            await Novel.objects.using("orm").acreate(title="N", author=author)
+
+        task = asyncio.create_task(work())
+        self.assertTrue(
+            await poll(lambda: running(self.app, 'INSERT INTO "testapp_novel"'))
+        )
+        task.cancel()
+        with self.assertRaises(asyncio.CancelledError):
+            await task
+        self.assertEqual(outside("SELECT count(*) FROM testapp_book"), [(0,)])
+        self.assertTrue(await poll(lambda: idle_in_transaction(self.app) == 0))
+
     async def test_same_task_works_after_a_cancelled_call(self) -> None:
         async def cancel_when_sleeping(task: asyncio.Task[Any]) -> None:
             await poll(lambda: running(self.app, "pg_sleep"))
@@ -538,3 +558,16 @@ class SwitchTests(unittest.TestCase):
         self.assertEqual(
             (result.returncode, result.stdout.strip()), (0, "0"), result.stderr
         )
+
+
+SLOW_INSERT_SQL = """
+CREATE OR REPLACE FUNCTION testapp_slow_insert() RETURNS trigger
+LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(5); RETURN NEW; END $$;
+DROP TRIGGER IF EXISTS testapp_slow_insert ON testapp_novel;
+CREATE TRIGGER testapp_slow_insert BEFORE INSERT ON testapp_novel
+FOR EACH ROW EXECUTE FUNCTION testapp_slow_insert();
+"""
+DROP_SLOW_INSERT_SQL = """
+DROP TRIGGER IF EXISTS testapp_slow_insert ON testapp_novel;
+DROP FUNCTION IF EXISTS testapp_slow_insert();
+"""
