@@ -6,7 +6,9 @@ loop. The server is stopped with ``pg_ctl`` while they run, then started
 again. While it is down the tasks get Django's errors (never a hang); after
 it is back every task recovers on its own; afterwards every acknowledged
 commit is in the database (nothing lost), nothing was committed that was not
-attempted, no task is left behind and no session either.
+attempted, no task is left behind and no session either. It runs on plain
+connections, on persistent ones (CONN_MAX_AGE, with health checks) and on a
+pool (stopped with ``immediate``: a crash).
 """
 
 from __future__ import annotations
@@ -177,6 +179,16 @@ class RestartUnderLoadTests(unittest.IsolatedAsyncioTestCase):
 
     async def test_fast_restart_plain(self) -> None:
         with fault_alias(ALIAS, self.app, **self.cluster.database()):
+            await self.run_restart("fast")
+
+    async def test_fast_restart_persistent_with_health_checks(self) -> None:
+        with fault_alias(
+            ALIAS,
+            self.app,
+            CONN_MAX_AGE=None,
+            CONN_HEALTH_CHECKS=True,
+            **self.cluster.database(),
+        ):
             await self.run_restart("fast")
 
     async def test_crash_restart_pooled(self) -> None:
