@@ -256,6 +256,22 @@ class ModelTests(AsyncioTestCase):
             await book.tags.aadd(tag)
         self.assertEqual(await scalar("SELECT count(*) FROM testapp_book_tags"), 1)
 
+    async def test_mixin_after_model_is_refused(self) -> None:
+        from django.core.exceptions import ImproperlyConfigured
+        from django.db import models
+        from django.test.utils import isolate_apps
+
+        from django_async_backend.db.models import AsyncModelMixin
+
+        with (
+            isolate_apps("testapp"),
+            self.assertRaisesRegex(ImproperlyConfigured, "before models.Model"),
+        ):
+
+            class Misordered(models.Model, AsyncModelMixin):
+                class Meta:
+                    app_label = "testapp"
+
     async def test_model_without_manager_gets_async_manager(self) -> None:
         from django_async_backend.db.models import AsyncManager
 

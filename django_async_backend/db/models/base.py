@@ -13,6 +13,7 @@ import functools
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from django.core.exceptions import ImproperlyConfigured
 from django.db import models, router
 from django.db.models.signals import class_prepared
 
@@ -74,7 +75,15 @@ for _name, _method in MODEL_METHODS.items():
 
 def _install_manager(sender: type[models.Model], **kwargs: Any) -> None:
     """Give an opted-in model without a manager of its own an AsyncManager."""
-    if not issubclass(sender, AsyncModelMixin) or sender._meta.abstract:
+    if not issubclass(sender, AsyncModelMixin):
+        return
+    if any(getattr(sender, name) is _django[name] for name in MODEL_METHODS):
+        raise ImproperlyConfigured(
+            f"{sender.__qualname__}: put AsyncModelMixin before models.Model in "
+            "the bases, or Django's own asave()/adelete()/arefresh_from_db() "
+            "shadow the native ones."
+        )
+    if sender._meta.abstract:
         return
     opts = sender._meta
     auto = [m for m in opts.local_managers if m.auto_created and m.name == "objects"]
