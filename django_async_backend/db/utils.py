@@ -28,7 +28,7 @@ from django_async_backend.db.backends.base.base import (
     BaseAsyncDatabaseWrapper,
     current_task,
 )
-from django_async_backend.utils.loops import loop_state, shielded, spawn
+from django_async_backend.utils.loops import loop_state, shielded, start_eagerly
 
 
 class ConnectionScope:
@@ -76,14 +76,16 @@ class ConnectionScope:
         """Release the connections of a finished task.
 
         Parking needs no I/O and happens now, so that the next task can reuse
-        the connection; closing is left to a background task.
+        the connection. Closing starts now too (a return to a pool usually
+        completes without waiting); whatever has to wait goes on in a
+        background task.
         """
         state = loop_state()
         for alias, wrapper in list(self.wrappers.items()):
             if wrapper.park():
                 del self.wrappers[alias]
         if self.wrappers:
-            spawn(self.release(), state)
+            start_eagerly(self.release())
         else:
             state.scopes.discard(self)
 

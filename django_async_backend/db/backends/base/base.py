@@ -335,6 +335,9 @@ class BaseAsyncDatabaseWrapper(TransactionMixin):
 
     def validate_task_sharing(self) -> None:
         """Refuse to be driven by a task other than the one that owns us."""
+        if self.owner is None and asyncio.current_task() is None:
+            # Released from the done-callback of the task that used it.
+            return
         task = current_task()
         if self.owner is None:
             self.owner = task
