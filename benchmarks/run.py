@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 
 from benchmarks import common, report
 
-SECTIONS = ("sequential", "concurrency", "transactions", "asgi", "memory")
+SECTIONS = ("sequential", "concurrency", "transactions", "asgi", "memory", "orm")
 
 
 @dataclass(frozen=True)
@@ -34,9 +34,12 @@ class Config:
     clients: int = 100
     requests: int = 2000  # HTTP requests per contender and round
     rows: int = 1_000_000
+    orm: int = 3000  # aget()/acreate() calls per contender and round
 
 
-QUICK = Config(rounds=2, sequential=1000, per_task=10, transactions=1000, requests=500)
+QUICK = Config(
+    rounds=2, sequential=1000, per_task=10, transactions=1000, requests=500, orm=500
+)
 
 
 def log(message: str) -> None:
@@ -54,7 +57,14 @@ def server_description(url: str) -> str:
 
 
 async def run_sections(config: Config, only: Sequence[str], run: report.Run) -> None:
-    from benchmarks import concurrency, endtoend, memory, sequential, transactions
+    from benchmarks import (
+        concurrency,
+        endtoend,
+        memory,
+        orm,
+        sequential,
+        transactions,
+    )
     from benchmarks.project.settings import POOL_SIZE
 
     url = common.database_url()
@@ -89,6 +99,14 @@ async def run_sections(config: Config, only: Sequence[str], run: report.Run) -> 
             result = memory.measure(mode, config.rows, url)
             log(f"  {mode:<8} peak RSS {result.peak_mb:6.1f} MB")
             run.memory.append(result)
+    if "orm" in only:
+        log(f"\n6. the ORM ({config.orm:,} calls per run, {orm.ROWS:,} rows)")
+        orm.create_table(url)
+        try:
+            section = orm.section(config.orm)
+            run.sections.append(await common.run_rounds(section, rounds, log))
+        finally:
+            orm.drop_table(url)
 
 
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -8,7 +8,9 @@ benchmark. Every alias points at the same PostgreSQL database:
 * ``server_binding``: this backend with psycopg's defaults (server-side
   binding, statements prepared after 5 executions) instead of Django's;
 * ``stock``: Django's stock postgresql backend, persistent connection;
-* ``stock_pooled``: Django's stock backend with its own (sync) pool.
+* ``stock_pooled``: Django's stock backend with its own (sync) pool;
+* ``orm`` and ``orm_stock``: this backend and the stock one (persistent
+  connection) with ``synchronous_commit=off``, for the ORM benchmark.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ def database(engine: str, **extra: Any) -> dict[str, Any]:
 
 
 POOL = {"min_size": POOL_SIZE, "max_size": POOL_SIZE}
+NO_FSYNC_WAIT = "-c synchronous_commit=off"
 
 DATABASES: dict[str, dict[str, Any]] = {
     "default": database(ASYNC_ENGINE),
@@ -56,9 +59,15 @@ DATABASES: dict[str, dict[str, Any]] = {
     ),
     "stock": database(STOCK_ENGINE, CONN_MAX_AGE=None),
     "stock_pooled": database(STOCK_ENGINE, OPTIONS={"pool": POOL}),
+    # The ORM benchmark: no fsync wait at each autocommitted INSERT (the same
+    # ~1 ms for both sides, which would hide what the clients do).
+    "orm": database(ASYNC_ENGINE, OPTIONS={"options": NO_FSYNC_WAIT}),
+    "orm_stock": database(
+        STOCK_ENGINE, CONN_MAX_AGE=None, OPTIONS={"options": NO_FSYNC_WAIT}
+    ),
 }
 
-INSTALLED_APPS = ["django_async_backend"]
+INSTALLED_APPS = ["django_async_backend", "benchmarks.project"]
 MIDDLEWARE: list[str] = []
 ROOT_URLCONF = "benchmarks.project.urls"
 ASGI_APPLICATION = "benchmarks.project.asgi.application"

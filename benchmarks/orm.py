@@ -1,0 +1,132 @@
+"""6. The ORM: Django's async API, natively on this backend vs stock Django.
+
+The same calls on the same model and table: ``aget()`` by primary key,
+``acreate()``, and ``async for`` over 10,000 rows. With the model opted in
+(``AsyncModelMixin``) they run on this backend's async connection; on the
+``stock`` alias the very same calls run as Django's async ORM does them, in a
+thread through ``sync_to_async``, on Django's stock backend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import psycopg
+
+from benchmarks.common import Contender, Ratio, Sample, SectionResult, Timer
+
+ROWS = 10_000
+WARMUP = 100
+STOCK = "orm_stock"
+OURS = "orm"
+Work = Callable[[], Awaitable[Sample]]
+
+
+def create_table(url: str) -> None:
+    """(Re)create the table with ``ROWS`` rows, ids 1..ROWS (plain psycopg)."""
+    from benchmarks.project.models import TABLE
+
+    with psycopg.connect(url, autocommit=True) as connection:
+        connection.execute(f"DROP TABLE IF EXISTS {TABLE}")
+        connection.execute(
+            f"CREATE TABLE {TABLE} (id bigserial PRIMARY KEY, value integer "
+            "NOT NULL, name varchar(40) NOT NULL)"
+        )
+        connection.execute(
+            f"INSERT INTO {TABLE} (value, name) SELECT i, 'item ' || i "
+            f"FROM generate_series(1, {ROWS}) AS i"
+        )
+
+
+def drop_table(url: str) -> None:
+    from benchmarks.project.models import TABLE
+
+    with psycopg.connect(url, autocommit=True) as connection:
+        connection.execute(f"DROP TABLE IF EXISTS {TABLE}")
+
+
+def section(n: int) -> SectionResult:
+    """Contenders timing ``n`` gets, ``n`` creates, and ``ROWS``-row iterations."""
+    from benchmarks.project.models import Item
+
+    def in_task(
+        work: Callable[[], Awaitable[Sample]],
+    ) -> Work:
+        # A task of its own: this backend's connection is released when it ends.
+        async def run() -> Sample:
+            return await asyncio.create_task(work())
+
+        return run
+
+    def aget(alias: str) -> Work:
+        async def work() -> Sample:
+            items = Item.objects.using(alias)
+            for i in range(WARMUP):
+                await items.aget(pk=i % ROWS + 1)
+            timer = Timer()
+            for i in range(n):
+                await items.aget(pk=i % ROWS + 1)
+            return timer.sample(n)
+
+        return in_task(work)
+
+    def acreate(alias: str) -> Work:
+        async def work() -> Sample:
+            items = Item.objects.using(alias)
+            for i in range(WARMUP):
+                await items.acreate(value=i, name="warm-up")
+            timer = Timer()
+            for i in range(n):
+                await items.acreate(value=i, name="created")
+            sample = timer.sample(n)
+            await items.filter(pk__gt=ROWS).adelete()
+            return sample
+
+        return in_task(work)
+
+    def iterate(alias: str) -> Work:
+        async def work() -> Sample:
+            rows = Item.objects.using(alias).filter(pk__lte=ROWS).order_by("pk")
+            timer = Timer()
+            count = 0
+            async for _ in rows:
+                count += 1
+            assert count == ROWS, count
+            return timer.sample(count)
+
+        return in_task(work)
+
+    return SectionResult(
+        key="orm",
+        title="The ORM",
+        unit="operations/s",
+        description=(
+            f"Django's async ORM API on one model: `aget(pk=...)` ({n:,} in a "
+            f"row), `acreate()` ({n:,} in a row), and `async for` over a "
+            f"{ROWS:,}-row queryset (an operation is a row). This backend runs "
+            "them natively (`AsyncModelMixin`); on the stock alias the same "
+            "calls are Django's own async ORM: each one in a thread through "
+            "`sync_to_async`, on the stock backend (persistent connection). "
+            "Both sides run with `synchronous_commit=off`: the server's wait for "
+            "the disk at each autocommitted INSERT (about 1 ms here, the same for "
+            "both) would otherwise hide what the clients do."
+        ),
+        contenders=[
+            Contender("ours_aget", "this backend, aget()", aget(OURS), ours=True),
+            Contender("stock_aget", "stock Django, aget()", aget(STOCK)),
+            Contender(
+                "ours_acreate", "this backend, acreate()", acreate(OURS), ours=True
+            ),
+            Contender("stock_acreate", "stock Django, acreate()", acreate(STOCK)),
+            Contender(
+                "ours_iter", "this backend, async for (rows)", iterate(OURS), ours=True
+            ),
+            Contender("stock_iter", "stock Django, async for (rows)", iterate(STOCK)),
+        ],
+        ratios=[
+            Ratio("ours_aget", "stock_aget", 2.0, "ORM aget vs stock"),
+            Ratio("ours_acreate", "stock_acreate", 2.0, "ORM acreate vs stock"),
+            Ratio("ours_iter", "stock_iter", 1.5, "ORM async for vs stock"),
+        ],
+    )
