@@ -10,7 +10,8 @@ thread through ``sync_to_async``, on Django's stock backend.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import psycopg
 
@@ -20,7 +21,7 @@ ROWS = 10_000
 WARMUP = 100
 STOCK = "orm_stock"
 OURS = "orm"
-Work = Callable[[], Awaitable[Sample]]
+Work = Callable[[], Coroutine[Any, Any, Sample]]
 
 
 def create_table(url: str) -> None:
@@ -50,9 +51,7 @@ def section(n: int) -> SectionResult:
     """Contenders timing ``n`` gets, ``n`` creates, and ``ROWS``-row iterations."""
     from benchmarks.project.models import Item
 
-    def in_task(
-        work: Callable[[], Awaitable[Sample]],
-    ) -> Work:
+    def in_task(work: Work) -> Work:
         # A task of its own: this backend's connection is released when it ends.
         async def run() -> Sample:
             return await asyncio.create_task(work())

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from benchmarks.common import Ratio, SectionResult, spread
 from benchmarks.memory import LIMIT_MB, MemoryResult
+from benchmarks.notes import NOTES
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "benchmarks.md"
@@ -277,16 +278,8 @@ def markdown(run: Run) -> str:
     ]
     for number, section in enumerate(run.sections, 1):
         lines += section_markdown(number, section)
-        if section.key == "sequential":
-            lines += [
-                '† `OPTIONS = {"server_side_binding": True, '
-                '"prepare_threshold": 5}`: psycopg\'s own defaults (parameters '
-                "bound by the server, statements prepared after 5 executions), "
-                "which raw psycopg uses above. This backend's default is "
-                "Django's: parameters bound client-side by psycopg's "
-                "`ClientCursor`, no prepared statements.",
-                "",
-            ]
+        if section.key in NOTES:
+            lines += [NOTES[section.key], ""]
     if run.memory:
         lines += memory_markdown(len(run.sections) + 1, run.memory)
     lines += [
@@ -356,7 +349,11 @@ def section_panel(ax: Axes, section: SectionResult) -> None:
         ax.text(high, y, f"  {value:,.0f}", va="center", fontsize=8)
     ax.set_title(f"{section.title} ({section.unit}, higher is better)", fontsize=10)
     ax.tick_params(labelsize=8)
-    ax.set_xlim(0, max(highs) * 1.22)
+    if max(highs) > 20 * min(lows):  # e.g. rows/s next to calls/s
+        ax.set_xscale("log")
+        ax.set_xlim(min(lows) / 2, max(highs) * 4)
+    else:
+        ax.set_xlim(0, max(highs) * 1.22)
 
 
 def targets_panel(ax: Axes, run: Run) -> None:

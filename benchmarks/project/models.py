@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from django.db import models
 
-from django_async_backend.db.models import AsyncModelMixin
+from django_async_backend.db.models import AsyncManager, AsyncModelMixin
 
 TABLE = "bench_orm_item"
 
@@ -17,6 +17,8 @@ TABLE = "bench_orm_item"
 class Item(AsyncModelMixin, models.Model):
     value = models.IntegerField()
     name = models.CharField(max_length=40)
+
+    objects = AsyncManager()
 
     class Meta:
         app_label = "project"
