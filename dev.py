@@ -2,7 +2,9 @@
 """Developer entry point: tests, demo and lint on a fresh clone (stdlib only).
 
     python3 dev.py test [--python X.Y] [--django X.Y] [--all] [--embedded]
-                        [--env TOXENV] [-- extra pytest args]
+                        [--pgbouncer] [--env TOXENV] [-- extra pytest args]
+        (--pgbouncer: through PgBouncer in transaction pooling mode, started
+        in front of the server by tests_pgbouncer/harness.py)
     python3 dev.py demo [--embedded] [-- --smoke | other example.demo args]
     python3 dev.py lint
     python3 dev.py bench [--quick] [--rounds N] [--only NAME,...] [--no-write]
@@ -333,12 +335,22 @@ def cmd_test(args: argparse.Namespace) -> int:
     python = bootstrap_venv()
     pytest_args = args.rest[1:] if args.rest[:1] == ["--"] else args.rest
     results: list[tuple[str, int, float, dict[str, int]]] = []
-    with database(python, args.embedded) as (url, version):
+    with contextlib.ExitStack() as stack:
+        url, version = stack.enter_context(database(python, args.embedded))
         env = dict(os.environ, DATABASE_URL=url, PATH=interpreter_path())
+        if args.pgbouncer:
+            # tests_pgbouncer/: PgBouncer (transaction pooling) in front of
+            # the server; the plugin skips what cannot apply behind it.
+            from tests_pgbouncer.harness import pgbouncer
+
+            env["DAB_SERVER_URL"] = url
+            env["DATABASE_URL"] = url = stack.enter_context(pgbouncer(url))
+            pytest_args = ["-p", "tests_pgbouncer.plugin", *pytest_args]
         if sys.stdout.isatty():
             env.setdefault("PY_COLORS", "1")
         for cell in cells:
             where = f"PostgreSQL {version} at {describe(url)} | db {DB_NAME}"
+            where += " | PgBouncer" if args.pgbouncer else ""
             print(f"\n{f' {cell} | {where} ':=^88}", flush=True)
             tox = [str(python), "-m", "tox", "run", "-c", str(ROOT / "tox.ini")]
             started = time.monotonic()
@@ -479,6 +491,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     test.add_argument("--all", action="store_true", help="every cell, one by one")
     test.add_argument("--env", action="append", help="tox env(s) to run instead")
     test.add_argument("--embedded", action="store_true", help="use PostgreSQL 18")
+    test.add_argument("--pgbouncer", action="store_true", help="through PgBouncer")
     test.add_argument("rest", nargs=argparse.REMAINDER, help="-- extra pytest args")
     test.set_defaults(func=cmd_test)
     demo = sub.add_parser("demo", help="run python -m example.demo")

@@ -79,6 +79,9 @@ def database_from_env(environ: Mapping[str, str]) -> dict[str, Any]:
 
 
 _server = database_from_env(os.environ)
+# Set by tests_pgbouncer/harness.py: DATABASE_URL is PgBouncer (transaction
+# pooling) and this is the PostgreSQL server behind it.
+DAB_SERVER_URL = os.environ.get("DAB_SERVER_URL", "")
 TEST_DATABASE_NAME = f"test_{_server['NAME']}"
 
 
@@ -91,6 +94,8 @@ def _postgres_alias(engine: str, test: dict[str, Any]) -> dict[str, Any]:
         "HOST": _server["HOST"],
         "PORT": _server["PORT"],
         "CONN_MAX_AGE": 0,
+        # The documented setting behind transaction pooling (docs/pgbouncer.md).
+        "DISABLE_SERVER_SIDE_CURSORS": bool(DAB_SERVER_URL),
         "OPTIONS": dict(_server["OPTIONS"]),
         "TEST": test,
     }

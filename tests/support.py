@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+from urllib.parse import urlsplit
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "settings")
 
@@ -65,6 +66,12 @@ def server_dsn(alias: str = "default") -> str:
         "host": config.get("HOST") or None,
         "port": str(config["PORT"]) if config.get("PORT") else None,
     }
+    if settings.DAB_SERVER_URL:
+        # Behind PgBouncer (tests_pgbouncer): observe the server itself, so
+        # that observers neither count as nor borrow PgBouncer's sessions.
+        server = urlsplit(settings.DAB_SERVER_URL)
+        params["host"] = server.hostname or params["host"]
+        params["port"] = str(server.port) if server.port else params["port"]
     options: dict[str, Any] = dict(config.get("OPTIONS") or {})
     # Only libpq parameters belong in a conninfo string.
     for key in ("connect_timeout", "sslmode", "application_name", "options"):
@@ -89,7 +96,38 @@ def count_sessions(application_name: str | None = None) -> int:
     if application_name is None:
         # The name tests/settings.py gives this process's connections.
         application_name = settings.DATABASES["default"]["OPTIONS"]["application_name"]
+    if settings.DAB_SERVER_URL:
+        return _pgbouncer_clients(application_name)
     return _scalar(_SESSIONS_SQL + " AND application_name = %s", (application_name,))
+
+
+def _pgbouncer_clients(application_name: str) -> int:
+    """Behind PgBouncer: the client connections to it with that name.
+
+    Server sessions belong to PgBouncer's pool there; what the backend opens
+    and closes are its connections to PgBouncer, listed by SHOW CLIENTS on
+    PgBouncer's admin console.
+    """
+    config: dict[str, Any] = settings.DATABASES["default"]
+    conninfo = make_conninfo(
+        host=config["HOST"],
+        port=str(config["PORT"]),
+        user=config["USER"],
+        password=config.get("PASSWORD") or None,
+        dbname="pgbouncer",
+    )
+    with psycopg.connect(conninfo, autocommit=True) as admin:
+        # The admin console speaks the simple query protocol only.
+        cursor = psycopg.ClientCursor(admin)
+        cursor.execute("SHOW CLIENTS")
+        columns = [column.name for column in cursor.description or []]
+        clients = [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+    return sum(
+        1
+        for client in clients
+        if client["database"] == config["NAME"]
+        and client["application_name"] == application_name
+    )
 
 
 def idle_in_transaction_sessions() -> int:

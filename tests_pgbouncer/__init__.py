@@ -1,0 +1,1 @@
+"""Run the test suite through PgBouncer in transaction pooling mode."""
