@@ -147,6 +147,16 @@ class BoundParameterTests(AsyncioTestCase):
             await self.round_trip("before\x00after")
         self.assertIsInstance(caught.exception.__cause__, psycopg.DataError)
 
+    async def test_compose_sql_quotes_placeholders_in_values(self) -> None:
+        connection = async_connections["default"]
+        await connection.ensure_connection()
+        values = ["%s", "%(name)s", "'; DROP TABLE x; --"]
+        sql = connection.ops.compose_sql("SELECT %s::text, %s::text, %s::text", values)
+        async with connection.cursor() as cursor:
+            await cursor.execute(sql)
+            row = await cursor.fetchone()
+        self.assertEqual(list(row), values)
+
     async def test_debug_sql_quotes_the_values(self) -> None:
         connection = async_connections["default"]
         connection.force_debug_cursor = True
