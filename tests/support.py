@@ -80,8 +80,17 @@ def server_dsn(alias: str = "default") -> str:
     return make_conninfo(**{k: v for k, v in params.items() if v is not None})
 
 
+# The helpers' own sessions: a closed session can linger in pg_stat_activity
+# for a moment, and must never count as one of the backend's.
+OBSERVER = "dab-tests-observer"
+
+
+def _observer_dsn() -> str:
+    return make_conninfo(server_dsn(), application_name=OBSERVER)
+
+
 def _scalar(sql: str, params: tuple[Any, ...] = ()) -> int:
-    with psycopg.connect(server_dsn(), autocommit=True) as conn:
+    with psycopg.connect(_observer_dsn(), autocommit=True) as conn:
         row = conn.execute(sql, params).fetchone()
     assert row is not None
     return int(row[0])
@@ -179,7 +188,7 @@ def ensure_test_tables() -> None:
 
 def outside(sql: str, params: Any = ()) -> list[Any]:
     """Run ``sql`` in a fresh autocommit session: the view from outside."""
-    with psycopg.connect(server_dsn(), autocommit=True) as connection:
+    with psycopg.connect(_observer_dsn(), autocommit=True) as connection:
         cursor = connection.execute(sql, params)
         return cursor.fetchall() if cursor.description else []
 
