@@ -236,7 +236,9 @@ class ServerTimeoutTests(FaultTestCase):
         outside("INSERT INTO fault_rows (tag, name) VALUES (%s, 'locked')", (self.tag,))
         with (
             self.timeouts(lock_timeout="200ms"),
-            psycopg.connect(support.server_dsn()) as holder,
+            psycopg.connect(
+                support.server_dsn(), application_name=support.OBSERVER
+            ) as holder,
         ):
             # Another session holds the row lock (its transaction stays open).
             holder.execute(
