@@ -26,6 +26,7 @@ from psycopg import sql as pgsql
 
 import support
 from aliases import temporary_alias
+from cluster import Cluster, find_bindir
 from django_async_backend.db import async_connections
 from django_async_backend.test import AsyncioTestCase
 from django_async_backend.utils.loops import loop_state
@@ -260,6 +261,78 @@ class PasswordLeakTests(unittest.IsolatedAsyncioTestCase):
             shown += [repr(pool), str(pool), repr(pool.get_stats())]
         self.assertNoPassword(shown)
         self.assertNoPassword(self.captured.lines)
+
+
+class PasswordAuthenticationTests(unittest.IsolatedAsyncioTestCase):
+    """A throwaway server that checks passwords (scram-sha-256) for "app"."""
+
+    cluster: Cluster
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        super().setUpClass()
+        if find_bindir() is None:
+            raise unittest.SkipTest("no PostgreSQL binaries for a throwaway cluster")
+        cls.cluster = Cluster(
+            hba=[
+                "local all all trust",
+                "host all postgres 127.0.0.1/32 trust",
+                "host all all 127.0.0.1/32 scram-sha-256",
+            ]
+        )
+        cls.addClassCleanup(cls.cluster.destroy)
+        cls.cluster.start()
+        cls.cluster.execute(
+            pgsql.SQL("CREATE ROLE app LOGIN PASSWORD {}")
+            .format(pgsql.Literal(PASSWORD))
+            .as_string()
+        )
+
+    def setUp(self) -> None:
+        self.captured = Captured()
+        self.captured.setFormatter(logging.Formatter("%(name)s %(message)s"))
+        for name in PasswordLeakTests.LOGGERS:
+            logging.getLogger(name).addHandler(self.captured)
+
+    def tearDown(self) -> None:
+        for name in PasswordLeakTests.LOGGERS:
+            logging.getLogger(name).removeHandler(self.captured)
+
+    async def asyncTearDown(self) -> None:
+        await async_connections.close_all()
+
+    def alias(self, password: str, **options: Any) -> Any:
+        settings_dict = self.cluster.database(USER="app", PASSWORD=password)
+        return temporary_alias("auth", **settings_dict, OPTIONS=options)
+
+    async def current_user(self) -> str:
+        async with async_connections["auth"].cursor() as cursor:
+            await cursor.execute("SELECT current_user")
+            (user,) = await cursor.fetchone()
+        return str(user)
+
+    async def test_right_password_connects(self) -> None:
+        with self.alias(PASSWORD):
+            self.assertEqual(await self.current_user(), "app")
+            connection = async_connections["auth"]
+            shown = [repr(connection), repr(connection.connection)]
+            shown.append(connection.connection.info.dsn)
+        for text in [*shown, *self.captured.lines]:
+            self.assertNotIn(PASSWORD, text)
+
+    async def test_wrong_password_error_does_not_show_either_password(self) -> None:
+        wrong = f"wrong-{uuid.uuid4().hex}"
+        for options in ({}, {"pool": {"timeout": 0.5}}):
+            with self.subTest(options=options), self.alias(wrong, **options):
+                with self.assertRaises(OperationalError) as caught:
+                    await self.current_user()
+                texts = list(exception_texts(caught.exception))
+                await async_connections.close_all()
+            if not options:
+                self.assertIn("password authentication failed", texts[0])
+            for text in [*texts, *self.captured.lines]:
+                self.assertNotIn(wrong, text)
+                self.assertNotIn(PASSWORD, text)
 
 
 class AssumeRoleTests(unittest.IsolatedAsyncioTestCase):
