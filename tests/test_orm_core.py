@@ -17,6 +17,7 @@ import uuid
 from datetime import date
 from typing import Any
 
+import django
 from django.core.exceptions import SynchronousOnlyOperation
 from django.db import IntegrityError, OperationalError, transaction
 from django.db.models.signals import post_save
@@ -224,6 +225,13 @@ class ModelTests(AsyncioTestCase):
             [book.pk],
         )
         self.assertEqual(row, ["old", "2"])
+
+    @unittest.skipIf(django.VERSION >= (6, 0), "positional arguments end in 6.0")
+    async def test_asave_positional_arguments_warn_as_django(self) -> None:
+        author = Author(name="Ann")
+        with self.assertWarnsRegex(Warning, r"positional arguments to asave\(\)"):
+            await author.asave(False, False, None, None)  # type: ignore[call-arg]
+        self.assertEqual(await scalar("SELECT count(*) FROM testapp_author"), 1)
 
     async def test_asave_multi_table_child_writes_both_tables(self) -> None:
         author = await Author.objects.acreate(name="Ann")

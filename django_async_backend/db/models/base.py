@@ -56,8 +56,34 @@ def _native_method(
     return method
 
 
+SAVE_PARAMS = {
+    "force_insert": False,
+    "force_update": False,
+    "using": None,
+    "update_fields": None,
+}
+
+
+def _native_asave() -> Callable[..., Coroutine[Any, Any, Any]]:
+    original = _django["asave"]
+
+    @functools.wraps(original)
+    async def asave(self: models.Model, /, *args: Any, **kwargs: Any) -> Any:
+        if args and hasattr(self, "_parse_save_params"):
+            # Django 5.2's deprecated positional arguments: its own parser
+            # (called from here, for the warning's stack level) names asave().
+            params = {k: kwargs.pop(k, v) for k, v in SAVE_PARAMS.items()}
+            values = self._parse_save_params(*args, method_name="asave", **params)
+            args, kwargs = (), {**kwargs, **dict(zip(SAVE_PARAMS, values, strict=True))}
+        if not is_native_alias(_write_alias(self, kwargs)):
+            return await original(self, *args, **kwargs)
+        return await run_native(self.save, *args, **kwargs)
+
+    return asave
+
+
 MODEL_METHODS: dict[str, Any] = {
-    "asave": _native_method("asave", "save", _write_alias),
+    "asave": _native_asave(),
     "adelete": _native_method("adelete", "delete", _write_alias),
     "arefresh_from_db": _native_method(
         "arefresh_from_db", "refresh_from_db", _read_alias

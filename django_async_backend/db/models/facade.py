@@ -55,7 +55,10 @@ def _prepare_wrapper_class(cls: type) -> None:
 
 def is_native_alias(alias: str) -> bool:
     """Tell whether ``alias`` uses an ENGINE of this package."""
-    engine = connections.settings[alias]["ENGINE"]
+    settings_dict = connections.settings.get(alias)
+    if settings_dict is None:
+        return False  # not an alias: Django's own code reports it
+    engine = settings_dict["ENGINE"]
     native = _native_engines.get(engine)
     if native is None:
         from django.db.utils import load_backend
