@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import weakref
 from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Generator
 from typing import Any, TypeVar, cast
@@ -164,6 +165,20 @@ def start_eagerly(coro: Coroutine[Any, Any, T]) -> tuple[bool, Any]:
     Exceptions of the first step propagate. This is what makes shielding
     nearly free: no task, no loop iteration, unless there is a real wait.
     """
+    if sys.version_info >= (3, 12):
+        # An eager task runs the first step now too, but as itself: what that
+        # step binds to the current task (asyncio.timeout, and wait_for, which
+        # psycopg_pool's getconn(timeout) uses) binds to the task that goes on
+        # running the rest. Run in the caller's task, a pool timeout cancelled
+        # the caller instead, and the checkout waited forever (fault
+        # scenarios 3 and 4, Python 3.12+).
+        task = asyncio.Task(coro, loop=asyncio.get_running_loop(), eager_start=True)
+        if task.done():
+            return True, task.result()
+        state = loop_state()
+        state.tasks.add(task)
+        task.add_done_callback(state.tasks.discard)
+        return False, task
     try:
         yielded = coro.send(None)
     except StopIteration as stop:
