@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -87,6 +88,15 @@ def find_binary() -> str:
     return found
 
 
+def server_user() -> str:
+    """The system user PgBouncer runs as when we are root."""
+    for name in ("postgres", "nobody"):
+        with contextlib.suppress(KeyError):
+            pwd.getpwnam(name)
+            return name
+    raise SystemExit("pgbouncer harness: no 'postgres' or 'nobody' user to run as")
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -137,8 +147,9 @@ def pgbouncer(server_url: str, pool_size: int = 20) -> Iterator[str]:
         cmd = [binary, str(config)]
         if os.geteuid() == 0:
             # PgBouncer refuses to run as root.
-            shutil.chown(directory, "postgres")
-            cmd[1:1] = ["-u", "postgres"]
+            runner = server_user()
+            shutil.chown(directory, runner)
+            cmd[1:1] = ["-u", runner]
         proc = subprocess.Popen(
             cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
