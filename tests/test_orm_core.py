@@ -521,6 +521,14 @@ DROP FUNCTION IF EXISTS testapp_slow_commit();
 """
 
 
+class UnknownAliasTests(AsyncioTestCase):
+    async def test_unknown_alias_raises_django_error_without_thread(self) -> None:
+        from django.utils.connection import ConnectionDoesNotExist
+
+        with no_threads(), self.assertRaises(ConnectionDoesNotExist):
+            await Author.objects.using("nowhere").acount()
+
+
 class FallbackTests(unittest.IsolatedAsyncioTestCase):
     async def test_other_engine_runs_django_own_method(self) -> None:
         # SQLite's in-memory database has no tables: Django's own acount()

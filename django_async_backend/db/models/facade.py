@@ -54,10 +54,14 @@ def _prepare_wrapper_class(cls: type) -> None:
 
 
 def is_native_alias(alias: str) -> bool:
-    """Tell whether ``alias`` uses an ENGINE of this package."""
+    """Tell whether ``alias`` uses an ENGINE of this package.
+
+    An unknown alias counts as native: Django's own code, run natively, then
+    raises ``ConnectionDoesNotExist`` for it, as it would in its thread.
+    """
     settings_dict = connections.settings.get(alias)
     if settings_dict is None:
-        return False  # not an alias: Django's own code reports it
+        return True
     engine = settings_dict["ENGINE"]
     native = _native_engines.get(engine)
     if native is None:
