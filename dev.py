@@ -10,7 +10,8 @@
     python3 dev.py bench [--quick] [--rounds N] [--only NAME,...] [--no-write]
                          [--embedded]   (python -m benchmarks in .venv)
     python3 dev.py django-suite [--python X.Y] [--django X.Y] [--all] [--full]
-                                [--embedded] [-- tests_django/run.py args]
+                                [--native-orm] [--embedded]
+                                [-- tests_django/run.py args]
         (Django's own tests, this ENGINE vs the stock one: the CI subset, or
         --full, or what the run.py args say, e.g. `-- backends --parallel 1`)
     python3 dev.py docs    (mkdocs build --strict into site/)
@@ -408,13 +409,15 @@ def cmd_django_suite(args: argparse.Namespace) -> int:
     extra = args.rest[1:] if args.rest[:1] == ["--"] else args.rest
     # Extra run.py arguments (labels, --ci, --parallel 1...) replace --ci.
     scope = [] if args.full or extra else ["--ci"]
+    if args.native_orm:  # the async ORM apps (or the labels), native ORM on
+        scope = ["--native-orm"]
     results: list[tuple[str, int, float, dict[str, int]]] = []
     with database(python, args.embedded) as (url, version):
         env = dict(os.environ, DATABASE_URL=url)
         for key in keys:
             cell = CELLS[key]
             suite_python = suite_venv(*key)
-            what = "full suite" if args.full else " ".join(scope or extra)
+            what = "full suite" if args.full else " ".join(scope + extra)
             where = f"PostgreSQL {version} at {describe(url)}"
             print(f"\n{f' Django suite, {what}: {cell} | {where} ':=^88}", flush=True)
             run = [str(suite_python), str(SUITE_DIR / "run.py"), *scope, *extra]
@@ -513,6 +516,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     suite.add_argument("--django", metavar="X.Y", help="pick the cell for this Django")
     suite.add_argument("--all", action="store_true", help="every cell, one by one")
     suite.add_argument("--full", action="store_true", help="whole suite, not CI's")
+    suite.add_argument(
+        "--native-orm", action="store_true", help="async ORM apps, native ORM on"
+    )
     suite.add_argument("--embedded", action="store_true", help="use PostgreSQL 18")
     suite.add_argument("rest", nargs=argparse.REMAINDER, help="-- run.py args")
     suite.set_defaults(func=cmd_django_suite)

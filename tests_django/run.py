@@ -3,6 +3,7 @@
 
     python tests_django/run.py [APP_OR_LABEL ...] [--ci] [--parallel N]
                                [--output DIR] [--no-rerun] [--fetch-only]
+                               [--native-orm]
 
 Run it with the Python whose installed Django (and this package) is to be
 tested. It fetches that Django version's source distribution from PyPI
@@ -13,6 +14,10 @@ tested. It fetches that Django version's source distribution from PyPI
 (``django.db.backends.postgresql``) -- and compares every test's outcome.
 
 No label runs the whole suite; ``--ci`` runs the CI subset (``CI_APPS``).
+``--native-orm`` runs the apps with Django's async ORM tests (or the labels)
+with native async ORM execution switched on (``settings_native``) vs the
+stock ENGINE, both with TestCase run without transactions (see
+``djsuite_native.py``).
 Tests whose outcome differs are re-run once, alone, on both ENGINEs: a
 difference that does not reproduce is reported as flaky, not as a difference.
 Writes ``comparison.md`` and ``comparison.json`` (plus each run's log and
@@ -49,6 +54,8 @@ HERE = Path(__file__).resolve().parent
 CACHE = HERE / ".cache"
 RESULTS = HERE / "results"
 SETTINGS = {"async": "settings_async", "stock": "settings_stock"}
+# --native-orm: this ENGINE with ASYNC_BACKEND_NATIVE_ORM vs the stock one.
+NATIVE_SETTINGS = {"async": "settings_native", "stock": "settings_native_stock"}
 # What CI runs for every cell: the database-heavy apps and the async side.
 CI_APPS = (
     "backends",
@@ -435,6 +442,7 @@ def markdown(result: Comparison) -> str:
         f"- Python {runs['async'].extra.get('python', sys.version.split()[0])}, "
         f"PostgreSQL {runs['async'].extra.get('server_version', '?')}",
         f"- labels: {' '.join(result.labels) or '(the whole suite)'}",
+        f"- settings: {SETTINGS['async']} vs {SETTINGS['stock']}",
         f"- verdict: **{verdict(result)}**",
         "",
         "| run | DatabaseWrapper | exit | time | tests "
@@ -624,6 +632,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--fetch-only", action="store_true", help="only fetch Django's tests/"
     )
+    parser.add_argument(
+        "--native-orm",
+        action="store_true",
+        help="the async ORM apps (or the labels), native execution on",
+    )
     args = parser.parse_args(argv)
     version = django_version()
     tests_dir = fetch_tests(version)
@@ -632,6 +645,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     labels = [*(CI_APPS if args.ci else ()), *args.labels]
     scope = "ci" if args.ci and not args.labels else "full" if not labels else "some"
+    if args.native_orm:
+        from djsuite_native import native_orm_apps
+
+        SETTINGS.update(NATIVE_SETTINGS)
+        labels = labels or native_orm_apps(tests_dir)
+        scope = "native-orm" if not args.labels else "native-orm-some"
     out: Path = args.output or RESULTS / f"django-{version}-{scope}"
     out.mkdir(parents=True, exist_ok=True)
     what = " ".join(labels) if labels else "the whole suite"
