@@ -15,6 +15,7 @@ from django.db.models.functions import Upper
 
 import support
 from django_async_backend.db.models import AsyncQuerySet
+from django_async_backend.db.transaction import async_atomic
 from django_async_backend.test import AsyncioTestCase
 from orm_support import rows, scalar, seed
 from testapp.models import Author, Book, Item, Tag
@@ -319,3 +320,45 @@ class ChainedMethodTests(AsyncioTestCase):
 
     async def test_custom_queryset_method_chains(self) -> None:
         self.assertEqual(await Book.objects.long().acount(), 2)
+
+    async def test_custom_manager_queryset_feeds_native_methods(self) -> None:
+        titles = [b.title async for b in Book.long_books.order_by("title")]
+        self.assertEqual(titles, ["Beta", "Gamma"])
+
+    async def test_values_with_aiterator(self) -> None:
+        qs = Book.objects.filter(pages__gt=300).values_list("title", flat=True)
+        self.assertEqual(
+            [t async for t in qs.aiterator(chunk_size=1)], ["Beta", "Gamma"]
+        )
+
+    async def test_abulk_create_update_conflicts_updates_the_row(self) -> None:
+        await Book.objects.abulk_create(
+            [
+                Book(
+                    pk=self.ids["books"]["Beta"],
+                    title="Beta",
+                    pages=1,
+                    author_id=self.ids["ann"],
+                )
+            ],
+            update_conflicts=True,
+            unique_fields=["id"],
+            update_fields=["pages"],
+        )
+        self.assertEqual(
+            await scalar("SELECT pages FROM testapp_book WHERE title = 'Beta'"), 1
+        )
+
+    async def test_select_for_update_of_self_with_select_related(self) -> None:
+        async with async_atomic():
+            book = await (
+                Book.objects.select_related("author")
+                .select_for_update(of=("self",))
+                .aget(title="Beta")
+            )
+            self.assertEqual(book.author.name, "Ann")
+
+    async def test_breaking_out_of_async_for_leaves_the_connection_usable(self) -> None:
+        async for _ in Book.objects.all():
+            break
+        self.assertEqual(await Book.objects.acount(), 4)
