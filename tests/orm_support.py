@@ -9,7 +9,6 @@ from typing import Any
 import support  # noqa: F401 - configures Django
 from django_async_backend.db import async_connections
 from django_async_backend.db.transaction import async_atomic
-from testapp.models import Author, Book, Tag
 
 __all__ = [
     "Boom",
@@ -98,8 +97,3 @@ async def seed() -> dict[str, Any]:
             [books[title], tags[tag]],
         )
     return {"ann": ann, "bob": bob, "tags": tags, "books": books}
-
-
-async def fetch(model: type[Author | Book | Tag], pk: int) -> Any:
-    """One object, read with the native ``aget``."""
-    return await model.objects.aget(pk=pk)

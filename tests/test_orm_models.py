@@ -16,7 +16,7 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from django.core.exceptions import SynchronousOnlyOperation
 from django.core.management import call_command
-from django.db import IntegrityError, connections
+from django.db import DatabaseError, IntegrityError, connections
 from django.db.models import Count, ProtectedError
 from django.db.models.signals import (
     ModelSignal,
@@ -89,9 +89,8 @@ class SaveTests(AsyncioTestCase):
 
     async def test_asave_force_update_of_a_missing_row_fails(self) -> None:
         tag = Tag(pk=999_999, name="ghost")
-        with self.assertRaises(Exception) as caught:
+        with self.assertRaisesRegex(DatabaseError, "did not affect any rows"):
             await tag.asave(force_update=True)
-        self.assertIn("did not affect any rows", str(caught.exception))
 
     async def test_asave_multi_table_child_inserts_both_rows(self) -> None:
         novel = Novel(title="Epic", author_id=self.ids["ann"], pages=9, genre="saga")
