@@ -37,6 +37,36 @@ def aliases(overrides: Callable[[str], dict[str, Any]]) -> Iterator[list[str]]:
         ]
 
 
+async def while_a_server_is_held(
+    step: Callable[[str], Awaitable[tuple[Any, int]]], alias: str
+) -> tuple[Any, int]:
+    """Run ``step`` while another client holds a server session in a transaction.
+
+    PgBouncer hands out the server session released last first; holding it
+    makes ``step`` run on another one, so every client moves between server
+    sessions whatever the timing.
+    """
+    held, done = asyncio.Event(), asyncio.Event()
+
+    async def holder() -> None:
+        try:
+            async with async_atomic():
+                async with async_connections["default"].cursor() as cursor:
+                    await cursor.execute("SELECT 1")
+                    held.set()
+                    await done.wait()
+        finally:
+            held.set()  # on failure too: `await task` below re-raises it
+
+    task = asyncio.create_task(holder())
+    try:
+        await held.wait()
+        return await step(alias)
+    finally:
+        done.set()
+        await task
+
+
 @unittest.skipUnless(
     settings.DAB_SERVER_URL, "needs PgBouncer: python3 dev.py test --pgbouncer"
 )
@@ -55,8 +85,11 @@ class TransactionPoolingTests(unittest.IsolatedAsyncioTestCase):
 
         async def client(alias: str) -> list[tuple[Any, int]]:
             results = []
-            for _ in range(ROUNDS):
-                results.append(await step(alias))
+            for number in range(ROUNDS):
+                if number % 2:
+                    results.append(await step(alias))
+                else:
+                    results.append(await while_a_server_is_held(step, alias))
                 await asyncio.sleep(0)
             return results
 
