@@ -28,8 +28,8 @@ from typing import Any
 import psycopg
 
 from benchmarks.common import database_url, setup_django
+from benchmarks.loops import SQL, nested_transactions, round_trips
 
-SQL = "SELECT %s::int"
 Loop = Callable[[int], Awaitable[None]]
 
 
@@ -43,26 +43,13 @@ async def ours_loop(scenario: str) -> tuple[Loop, Callable[[], Awaitable[None]]]
     await connection.ensure_connection()
 
     async def reused(n: int) -> None:
-        async with connection.cursor() as cursor:
-            for i in range(n):
-                await cursor.execute(SQL, (i,))
-                await cursor.fetchone()
+        await round_trips(connection, n)
 
     async def per_query(n: int) -> None:
-        for i in range(n):
-            async with connection.cursor() as cursor:
-                await cursor.execute(SQL, (i,))
-                await cursor.fetchone()
+        await round_trips(connection, n, per_query=True)
 
     async def transaction(n: int) -> None:
-        for i in range(n):
-            async with connection.cursor() as cursor:
-                async with async_atomic():
-                    await cursor.execute(SQL, (i,))
-                    await cursor.fetchone()
-                    async with async_atomic():
-                        await cursor.execute(SQL, (i,))
-                        await cursor.fetchone()
+        await nested_transactions(connection, n, async_atomic)
 
     async def pool(n: int) -> None:
         for i in range(n):
@@ -132,26 +119,13 @@ async def raw_loop(
     )
 
     async def reused(n: int) -> None:
-        async with connection.cursor() as cursor:
-            for i in range(n):
-                await cursor.execute(SQL, (i,))
-                await cursor.fetchone()
+        await round_trips(connection, n)
 
     async def per_query(n: int) -> None:
-        for i in range(n):
-            async with connection.cursor() as cursor:
-                await cursor.execute(SQL, (i,))
-                await cursor.fetchone()
+        await round_trips(connection, n, per_query=True)
 
     async def transaction(n: int) -> None:
-        for i in range(n):
-            async with connection.cursor() as cursor:
-                async with connection.transaction():
-                    await cursor.execute(SQL, (i,))
-                    await cursor.fetchone()
-                    async with connection.transaction():
-                        await cursor.execute(SQL, (i,))
-                        await cursor.fetchone()
+        await nested_transactions(connection, n, connection.transaction)
 
     loops: dict[str, Loop] = {
         "reused": reused,

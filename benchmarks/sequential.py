@@ -17,8 +17,8 @@ from typing import Any
 import psycopg
 
 from benchmarks.common import Contender, Ratio, Sample, SectionResult, Timer
+from benchmarks.loops import SQL, round_trips
 
-SQL = "SELECT %s::int"
 WARMUP = 200
 
 
@@ -30,21 +30,10 @@ def section(url: str, n: int) -> SectionResult:
 
         async def body() -> Sample:
             connection = async_connections[alias]
-            async with connection.cursor() as cursor:
-                for i in range(WARMUP):
-                    await cursor.execute(SQL, (i,))
-                    await cursor.fetchone()
-                timer = Timer()
-                if per_query:
-                    for i in range(n):
-                        async with connection.cursor() as each:
-                            await each.execute(SQL, (i,))
-                            await each.fetchone()
-                else:
-                    for i in range(n):
-                        await cursor.execute(SQL, (i,))
-                        await cursor.fetchone()
-                sample = timer.sample(n)
+            await round_trips(connection, WARMUP)
+            timer = Timer()
+            await round_trips(connection, n, per_query)
+            sample = timer.sample(n)
             await connection.close()
             return sample
 
@@ -56,20 +45,9 @@ def section(url: str, n: int) -> SectionResult:
         if factory is not None:
             kwargs["cursor_factory"] = factory
         async with await psycopg.AsyncConnection.connect(url, **kwargs) as connection:
-            cursor = connection.cursor()
-            for i in range(WARMUP):
-                await cursor.execute(SQL, (i,))
-                await cursor.fetchone()
+            await round_trips(connection, WARMUP)
             timer = Timer()
-            if per_query:
-                for i in range(n):
-                    async with connection.cursor() as each:
-                        await each.execute(SQL, (i,))
-                        await each.fetchone()
-            else:
-                for i in range(n):
-                    await cursor.execute(SQL, (i,))
-                    await cursor.fetchone()
+            await round_trips(connection, n, per_query)
             return timer.sample(n)
 
     async def asyncpg_driver() -> Sample:

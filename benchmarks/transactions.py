@@ -15,8 +15,8 @@ from typing import Any
 import psycopg
 
 from benchmarks.common import Contender, Ratio, Sample, SectionResult, Timer
+from benchmarks.loops import SQL, nested_transactions
 
-SQL = "SELECT %s::int"
 WARMUP = 100
 
 
@@ -29,21 +29,9 @@ def section(url: str, n: int) -> SectionResult:
 
         async def body() -> Sample:
             connection = async_connections["default"]
-
-            async def transaction(i: int) -> None:
-                async with connection.cursor() as cursor:
-                    async with async_atomic():
-                        await cursor.execute(SQL, (i,))
-                        await cursor.fetchone()
-                        async with async_atomic():
-                            await cursor.execute(SQL, (i,))
-                            await cursor.fetchone()
-
-            for i in range(WARMUP):
-                await transaction(i)
+            await nested_transactions(connection, WARMUP, async_atomic)
             timer = Timer()
-            for i in range(n):
-                await transaction(i)
+            await nested_transactions(connection, n, async_atomic)
             sample = timer.sample(n)
             await connection.close()
             return sample
@@ -56,21 +44,10 @@ def section(url: str, n: int) -> SectionResult:
         if cursor_factory is not None:
             kwargs["cursor_factory"] = cursor_factory
         async with await psycopg.AsyncConnection.connect(url, **kwargs) as connection:
-
-            async def transaction(i: int) -> None:
-                async with connection.cursor() as cursor:
-                    async with connection.transaction():
-                        await cursor.execute(SQL, (i,))
-                        await cursor.fetchone()
-                        async with connection.transaction():
-                            await cursor.execute(SQL, (i,))
-                            await cursor.fetchone()
-
-            for i in range(WARMUP):
-                await transaction(i)
+            atomic = connection.transaction
+            await nested_transactions(connection, WARMUP, atomic)
             timer = Timer()
-            for i in range(n):
-                await transaction(i)
+            await nested_transactions(connection, n, atomic)
             return timer.sample(n)
 
     async def stock() -> Sample:
