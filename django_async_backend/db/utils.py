@@ -105,7 +105,7 @@ class ConnectionScope:
 
 
 @functools.cache
-def _async_wrapper_class(engine: str) -> Any:
+def async_wrapper_class(engine: str) -> Any:
     """The ENGINE's AsyncDatabaseWrapper class, or None (imported once)."""
     return getattr(load_backend(engine), "AsyncDatabaseWrapper", None)
 
@@ -131,7 +131,7 @@ class AsyncConnectionHandler:
                 f"defines {', '.join(map(repr, self.settings)) or 'no alias'}."
             )
         settings_dict = self.settings[alias]
-        wrapper_class = _async_wrapper_class(settings_dict["ENGINE"])
+        wrapper_class = async_wrapper_class(settings_dict["ENGINE"])
         if wrapper_class is None:
             raise ImproperlyConfigured(
                 f"DATABASES[{alias!r}] uses ENGINE {settings_dict['ENGINE']!r}, "

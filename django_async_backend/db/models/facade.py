@@ -23,13 +23,9 @@ from greenlet import getcurrent
 
 from django_async_backend.db import async_connections
 from django_async_backend.db.models.bridge import BridgeGreenlet, await_
+from django_async_backend.db.utils import async_wrapper_class
 
 __all__ = ["SyncConnection", "SyncCursor", "install", "is_native_alias"]
-
-ENGINE_PREFIX = "django_async_backend.db.backends."
-
-# ENGINE string -> whether it has async connections.
-_native_engines: dict[str, bool] = {}
 
 # The class data of Django's sync wrapper that the SQL compilers read from
 # ``ops.connection`` (the async wrapper itself).
@@ -62,14 +58,7 @@ def is_native_alias(alias: str) -> bool:
     settings_dict = connections.settings.get(alias)
     if settings_dict is None:
         return True
-    engine = settings_dict["ENGINE"]
-    native = _native_engines.get(engine)
-    if native is None:
-        from django.db.utils import load_backend
-
-        backend = load_backend(engine)
-        native = _native_engines[engine] = hasattr(backend, "AsyncDatabaseWrapper")
-    return native
+    return async_wrapper_class(settings_dict["ENGINE"]) is not None
 
 
 class SyncCursor:
