@@ -103,7 +103,7 @@ class AsyncDatabaseWrapper(BaseAsyncDatabaseWrapper):
 
     def new_connection_params(self) -> dict[str, Any]:
         # The pool was built with the parameters; a checkout needs none.
-        if self.settings_dict["OPTIONS"].get("pool"):
+        if self.pool_options is not None:
             return {}
         return self.get_connection_params()
 
