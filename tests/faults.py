@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import unittest
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -19,9 +20,11 @@ import support  # noqa: F401 - configures Django
 from aliases import temporary_alias
 from django_async_backend.db import async_connections
 from django_async_backend.utils.loops import loop_state
+from support import outside
 
 __all__ = [
     "TABLE_SQL",
+    "FaultRows",
     "execute",
     "fault_alias",
     "insert",
@@ -38,6 +41,31 @@ TABLE_SQL = (
 
 def unique_name(prefix: str) -> str:
     return f"{prefix}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+class FaultRows(unittest.TestCase):
+    """Set-up shared by the fault tests (mix in before the TestCase class).
+
+    ``fault_rows`` exists once per class; each test gets a unique
+    ``application_name`` (``self.app``, from ``app_prefix``) and a unique row
+    tag (``self.tag``), whose rows are deleted afterwards.
+    """
+
+    app_prefix = "dab-faults"
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        super().setUpClass()
+        outside(TABLE_SQL)
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.app = unique_name(self.app_prefix)
+        self.tag = unique_name("tag")
+
+    def tearDown(self) -> None:
+        outside("DELETE FROM fault_rows WHERE tag = %s", (self.tag,))
+        super().tearDown()
 
 
 @contextlib.contextmanager

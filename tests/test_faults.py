@@ -30,12 +30,11 @@ from django_async_backend.db import async_connections
 from django_async_backend.db.transaction import async_atomic
 from django_async_backend.utils.loops import loop_state
 from faults import (
-    TABLE_SQL,
+    FaultRows,
     execute,
     fault_alias,
     insert,
     pool_is_whole,
-    unique_name,
 )
 from support import idle_in_transaction, outside, poll, settle_background, terminate
 
@@ -64,16 +63,7 @@ async def in_new_task(alias: str) -> tuple[int, int]:
     return await asyncio.create_task(use_counting_errors(alias))
 
 
-class FaultTestCase(unittest.IsolatedAsyncioTestCase):
-    @classmethod
-    def setUpClass(cls) -> None:
-        super().setUpClass()
-        outside(TABLE_SQL)
-
-    def setUp(self) -> None:
-        self.app = unique_name("dab-faults")
-        self.tag = unique_name("tag")
-
+class FaultTestCase(FaultRows, unittest.IsolatedAsyncioTestCase):
     async def asyncTearDown(self) -> None:
         await settle_background()
         await async_connections.close_all()
@@ -81,9 +71,6 @@ class FaultTestCase(unittest.IsolatedAsyncioTestCase):
             await poll(lambda: support.count_sessions(self.app) == 0),
             "sessions left behind",
         )
-
-    def tearDown(self) -> None:
-        outside("DELETE FROM fault_rows WHERE tag = %s", (self.tag,))
 
     async def assert_clean(self) -> None:
         self.assertTrue(

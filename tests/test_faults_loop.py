@@ -24,21 +24,17 @@ import support
 from aliases import backend_pid
 from django_async_backend.db import async_connections
 from django_async_backend.db.transaction import async_atomic
-from faults import TABLE_SQL, fault_alias, insert, unique_name
+from faults import FaultRows, fault_alias, insert
 from support import outside, poll
 
 ALIASES = ("loop_plain", "loop_persistent", "loop_pooled")
 
 
-class LoopClosesTests(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls) -> None:
-        super().setUpClass()
-        outside(TABLE_SQL)
+class LoopClosesTests(FaultRows, unittest.TestCase):
+    app_prefix = "dab-loop"
 
     def setUp(self) -> None:
-        self.app = unique_name("dab-loop")
-        self.tag = unique_name("tag")
+        super().setUp()
         stack = ExitStack()
         self.addCleanup(stack.close)
         stack.enter_context(fault_alias("loop_plain", self.app))
@@ -46,9 +42,6 @@ class LoopClosesTests(unittest.TestCase):
         stack.enter_context(
             fault_alias("loop_pooled", self.app, pool={"min_size": 2, "max_size": 4})
         )
-
-    def tearDown(self) -> None:
-        outside("DELETE FROM fault_rows WHERE tag = %s", (self.tag,))
 
     def committed(self) -> list[str]:
         rows = outside("SELECT name FROM fault_rows WHERE tag = %s", (self.tag,))

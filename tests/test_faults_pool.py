@@ -27,12 +27,11 @@ from django_async_backend.db import async_connections
 from django_async_backend.db.transaction import async_atomic
 from django_async_backend.utils.loops import loop_state
 from faults import (
-    TABLE_SQL,
+    FaultRows,
     execute,
     fault_alias,
     insert,
     pool_is_whole,
-    unique_name,
     wait_all,
 )
 from support import idle_in_transaction, outside, poll, settle_background
@@ -50,22 +49,12 @@ async def pid_of(alias: str) -> int:
     return await backend_pid(async_connections[alias])
 
 
-class PoolFaultTestCase(unittest.IsolatedAsyncioTestCase):
-    @classmethod
-    def setUpClass(cls) -> None:
-        super().setUpClass()
-        outside(TABLE_SQL)
-
-    def setUp(self) -> None:
-        self.app = unique_name("dab-pool-faults")
-        self.tag = unique_name("tag")
+class PoolFaultTestCase(FaultRows, unittest.IsolatedAsyncioTestCase):
+    app_prefix = "dab-pool-faults"
 
     async def asyncTearDown(self) -> None:
         await settle_background()
         await async_connections.close_all()
-
-    def tearDown(self) -> None:
-        outside("DELETE FROM fault_rows WHERE tag = %s", (self.tag,))
 
     def committed(self) -> set[str]:
         rows = outside("SELECT name FROM fault_rows WHERE tag = %s", (self.tag,))

@@ -35,13 +35,12 @@ from django_async_backend.db import async_connections
 from django_async_backend.db.transaction import async_atomic
 from django_async_backend.utils.loops import loop_state
 from faults import (
-    TABLE_SQL,
+    FaultRows,
     execute,
     fault_alias,
     insert,
     pool_is_whole,
     rss_bytes,
-    unique_name,
     wait_all,
 )
 from support import idle_in_transaction, outside, settle_background
@@ -84,16 +83,16 @@ class Transfer:
     failed_leg: bool
 
 
-class SoakTests(unittest.IsolatedAsyncioTestCase):
+class SoakTests(FaultRows, unittest.IsolatedAsyncioTestCase):
+    app_prefix = "dab-soak"
+
     @classmethod
     def setUpClass(cls) -> None:
         super().setUpClass()
-        outside(TABLE_SQL)
         outside(ACCOUNTS_SQL)
 
     def setUp(self) -> None:
-        self.app = unique_name("dab-soak")
-        self.tag = unique_name("tag")
+        super().setUp()
         outside(
             "INSERT INTO fault_accounts (tag, id, balance) "
             "SELECT %s, n, %s FROM generate_series(1, %s) AS n",
@@ -112,8 +111,8 @@ class SoakTests(unittest.IsolatedAsyncioTestCase):
         await async_connections.close_all()
 
     def tearDown(self) -> None:
-        outside("DELETE FROM fault_rows WHERE tag = %s", (self.tag,))
         outside("DELETE FROM fault_accounts WHERE tag = %s", (self.tag,))
+        super().tearDown()
 
     # ---- the jobs ----------------------------------------------------------
 
