@@ -9,11 +9,15 @@ The PostgreSQL server is taken from, in this order:
    prints it);
 2. the libpq variables ``PGHOST``/``PGPORT``/``PGUSER``/``PGPASSWORD``/
    ``PGDATABASE``;
-3. ``127.0.0.1:5432``, user ``postgres``, database ``postgres``.
+3. ``127.0.0.1:5432``, user ``postgres``, database ``postgres``;
+
+each variable on its own, with these defaults for the rest. The suite runs in
+``test_<database>`` next to that database (see ``TEST_DATABASE_NAME``).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -82,13 +86,21 @@ _server = database_from_env(os.environ)
 # Set by tests_pgbouncer/harness.py: DATABASE_URL is PgBouncer (transaction
 # pooling) and this is the PostgreSQL server behind it.
 DAB_SERVER_URL = os.environ.get("DAB_SERVER_URL", "")
-TEST_DATABASE_NAME = f"test_{_server['NAME']}"
+# The database that DATABASE_URL (or PGDATABASE) names is only where CREATE
+# and DROP DATABASE run: the suite never writes to it. The suite works in
+# test_<that name>, which tests/support.py creates when missing and drops at
+# the end of the run (docs/development.md#the-test-databases).
+SERVER_DATABASE_NAME: str = _server["NAME"]
+TEST_DATABASE_NAME = f"test_{SERVER_DATABASE_NAME}"
+# Django's own runner (tests/test_runners.py) makes test_<NAME> in turn, so
+# that it never clobbers the database of the run that started it.
+RUNNER_DATABASE_NAME = f"test_{TEST_DATABASE_NAME}"
 
 
 def _postgres_alias(engine: str, test: dict[str, Any]) -> dict[str, Any]:
     return {
         "ENGINE": engine,
-        "NAME": _server["NAME"],
+        "NAME": TEST_DATABASE_NAME,
         "USER": _server["USER"],
         "PASSWORD": _server["PASSWORD"],
         "HOST": _server["HOST"],
@@ -104,8 +116,8 @@ def _postgres_alias(engine: str, test: dict[str, Any]) -> dict[str, Any]:
 DATABASES: dict[str, dict[str, Any]] = {
     # Both async aliases point at the same database, and at the same test
     # database under Django's test runner.
-    "default": _postgres_alias(ASYNC_ENGINE, {"NAME": TEST_DATABASE_NAME}),
-    "other": _postgres_alias(ASYNC_ENGINE, {"NAME": TEST_DATABASE_NAME}),
+    "default": _postgres_alias(ASYNC_ENGINE, {"NAME": RUNNER_DATABASE_NAME}),
+    "other": _postgres_alias(ASYNC_ENGINE, {"NAME": RUNNER_DATABASE_NAME}),
     # Mixed projects: stock backends next to the async one.
     "sqlite": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"},
     "stock": _postgres_alias("django.db.backends.postgresql", {"MIRROR": "default"}),
@@ -122,3 +134,32 @@ SECRET_KEY = "django-async-backend-tests-not-secret"
 USE_TZ = True
 TIME_ZONE = "UTC"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+
+class HideSlowCallbacks(logging.Filter):
+    """Drop asyncio's "Executing <Task ...> took 0.104 seconds" warnings.
+
+    The tests run their event loops in debug mode (IsolatedAsyncioTestCase
+    does, and tox sets PYTHONDEVMODE=1), which warns about every callback
+    that holds the loop for over 0.1 s. Here that is the tests' own doing:
+    their observers (tests/support.py) are synchronous on purpose, and a
+    loaded machine is slow. Every other asyncio record still gets through.
+    DAB_SHOW_SLOW_CALLBACKS=1 shows them, to hunt for a blocking call.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Executing %s took")
+
+
+LOGGING: dict[str, Any] = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"slow_callbacks": {"()": HideSlowCallbacks}},
+    "loggers": {
+        "asyncio": {
+            "filters": []
+            if os.environ.get("DAB_SHOW_SLOW_CALLBACKS")
+            else ["slow_callbacks"]
+        },
+    },
+}

@@ -1,7 +1,9 @@
 """Shared helpers for the test modules; import it before anything Django.
 
 Importing this module configures Django (``DJANGO_SETTINGS_MODULE=settings``
-unless already set) and calls ``django.setup()`` once.
+unless already set), calls ``django.setup()`` once and claims the suite's own
+database (``test_<NAME>``, see tests/settings.py): created when missing,
+dropped at interpreter exit by the last run still using it.
 
 The helpers that inspect the server use short-lived *synchronous* psycopg
 connections on purpose: they observe the backend under test from the outside
@@ -11,9 +13,13 @@ and must not share its event loop, pool or connection state.
 from __future__ import annotations
 
 import asyncio
+import atexit
+import contextlib
+import logging
 import os
+import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import urlsplit
@@ -28,11 +34,13 @@ if not apps.ready:
 
 import psycopg
 from django.conf import settings
-from psycopg.conninfo import make_conninfo
+from psycopg import sql as pgsql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 __all__ = [
     "count_sessions",
     "ensure_test_tables",
+    "expected_logs",
     "idle_in_transaction",
     "idle_in_transaction_sessions",
     "outside",
@@ -87,6 +95,94 @@ OBSERVER = "dab-tests-observer"
 
 def _observer_dsn() -> str:
     return make_conninfo(server_dsn(), application_name=OBSERVER)
+
+
+# ---- the run's databases -------------------------------------------------
+#
+# Every run (unittest, pytest, each tox cell, a subprocess that imports this
+# module) holds a shared advisory lock for as long as it lives, on a session
+# of the server's own database. At exit it asks for the lock exclusively:
+# only the last run still alive gets it, and drops the databases. A run that
+# starts meanwhile waits for the drop, then creates the database afresh.
+
+# The database tests/test_routing.py makes as its "replica".
+REPLICA_DATABASE_NAME = f"{settings.TEST_DATABASE_NAME}_replica"
+RUN_APPLICATION_NAME = "dab-tests-run"
+_RUN_LOCK_SQL = "hashtext('django-async-backend tests ' || %s)"
+
+
+def _maintenance_dsn() -> str:
+    """Conninfo of the database the settings were given, for CREATE/DROP."""
+    return make_conninfo(
+        server_dsn(),
+        dbname=settings.SERVER_DATABASE_NAME,
+        application_name=RUN_APPLICATION_NAME,
+    )
+
+
+def _unreachable(error: psycopg.Error) -> RuntimeError:
+    """The one-line error for a server the settings point at but can't reach."""
+    params = conninfo_to_dict(_maintenance_dsn())
+    where = " ".join(
+        f"{key}={params[key]}"
+        for key in ("host", "port", "user", "dbname")
+        if key in params
+    )
+    lines = str(error).strip().splitlines() or [type(error).__name__]
+    return RuntimeError(
+        f"tests: cannot connect to PostgreSQL ({where}): {lines[-1]}. Start a "
+        "server there, or point DATABASE_URL or the PG* variables at one "
+        "(docs/development.md)."
+    )
+
+
+def _claim_test_database() -> psycopg.Connection[Any]:
+    """Hold the run's shared lock; create the test database when missing."""
+    name = settings.TEST_DATABASE_NAME
+    try:
+        session = psycopg.connect(_maintenance_dsn(), autocommit=True)
+    except psycopg.OperationalError as error:
+        raise _unreachable(error) from None
+    session.execute(f"SELECT pg_advisory_lock_shared({_RUN_LOCK_SQL})", (name,))
+    found = session.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+    if found.fetchone() is None:
+        # Another run, starting at the same moment, may have just made it.
+        with contextlib.suppress(psycopg.errors.DuplicateDatabase):
+            session.execute(
+                pgsql.SQL("CREATE DATABASE {}").format(pgsql.Identifier(name))
+            )
+    return session
+
+
+def _release_test_database(session: psycopg.Connection[Any]) -> None:
+    """Drop the run's databases if no other run still uses them."""
+    name = settings.TEST_DATABASE_NAME
+    try:
+        session.execute(f"SELECT pg_advisory_unlock_shared({_RUN_LOCK_SQL})", (name,))
+        row = session.execute(
+            f"SELECT pg_try_advisory_lock({_RUN_LOCK_SQL})", (name,)
+        ).fetchone()
+        if row is None or not row[0]:
+            return  # another run is still going: the last one drops them
+        for database in (REPLICA_DATABASE_NAME, name):
+            # FORCE: what is left connected (a pool, PgBouncer's server
+            # sessions) belongs to runs that are over.
+            session.execute(
+                pgsql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                    pgsql.Identifier(database)
+                )
+            )
+    except psycopg.Error as error:
+        print(
+            f"tests: could not drop {name!r} ({error}); drop it with: "
+            f"dropdb --if-exists {name}",
+            file=sys.stderr,
+        )
+    finally:
+        session.close()
+
+
+atexit.register(_release_test_database, _claim_test_database())
 
 
 def _scalar(sql: str, params: tuple[Any, ...] = ()) -> int:
@@ -152,11 +248,15 @@ def _migrate() -> None:
     from django.core.management import call_command
     from django.db import connections
 
-    try:
-        call_command("migrate", database=MIGRATE_ALIAS, verbosity=0)
-    finally:
-        # Leave no session behind that count_sessions() would see.
-        connections[MIGRATE_ALIAS].close()
+    # Runs that share the test database take turns: two migrations of a
+    # fresh database at once would both create the same tables.
+    with psycopg.connect(_observer_dsn(), autocommit=True) as turn:
+        turn.execute("SELECT pg_advisory_lock(hashtext('dab-tests migrate'))")
+        try:
+            call_command("migrate", database=MIGRATE_ALIAS, verbosity=0)
+        finally:
+            # Leave no session behind that count_sessions() would see.
+            connections[MIGRATE_ALIAS].close()
 
 
 def ensure_test_tables() -> None:
@@ -233,3 +333,37 @@ async def settle_background() -> None:
         if not pending:
             return
         await asyncio.wait(pending, timeout=0.05)
+
+
+class _Records(logging.Handler):
+    def __init__(self, messages: list[str]) -> None:
+        super().__init__(logging.WARNING)
+        self.messages = messages
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@contextlib.contextmanager
+def expected_logs(logger: str, *kinds: str) -> Iterator[list[str]]:
+    """Capture ``logger``'s warnings; each must start with one of ``kinds``.
+
+    For scenarios that make a library log on purpose (psycopg_pool discarding
+    the connection of a killed session, or failing to reach a stopped
+    server): the records stay off stderr, the caller gets their messages to
+    assert on, and a record of any other kind fails the test on exit.
+    """
+    messages: list[str] = []
+    handler = _Records(messages)
+    target = logging.getLogger(logger)
+    propagate = target.propagate
+    target.addHandler(handler)
+    target.propagate = False
+    try:
+        yield messages
+    finally:
+        target.removeHandler(handler)
+        target.propagate = propagate
+    unexpected = [text for text in messages if not text.startswith(kinds)]
+    if unexpected:
+        raise AssertionError(f"unexpected {logger} warnings: {unexpected}")
