@@ -36,9 +36,18 @@ from faults import (
     insert,
     pool_is_whole,
 )
-from support import idle_in_transaction, outside, poll, settle_background, terminate
+from support import (
+    expected_logs,
+    idle_in_transaction,
+    outside,
+    poll,
+    settle_background,
+    terminate,
+)
 
 ALIAS = "faulty"
+# What psycopg_pool logs when a connection comes back with its session gone.
+DISCARDED = "discarding closed connection"
 
 
 def committed(tag: str) -> list[str]:
@@ -133,10 +142,15 @@ class KilledWhileIdleTests(FaultTestCase):
         return killed[1]
 
     async def test_pool_without_health_checks(self) -> None:
-        with fault_alias(ALIAS, self.app, pool={"min_size": 1, "max_size": 1}):
+        with (
+            fault_alias(ALIAS, self.app, pool={"min_size": 1, "max_size": 1}),
+            expected_logs("psycopg.pool", DISCARDED) as warnings,
+        ):
             killed = await self.kill_pooled()
             errors, pid = await in_new_task(ALIAS)
             self.assertLessEqual(errors, 1)
+            # The dead session the pool handed out, back from its one error.
+            self.assertLessEqual(len(warnings), errors)
             self.assertNotEqual(pid, killed)
             self.assertTrue(
                 await pool_is_whole(ALIAS, lambda: support.count_sessions(self.app))
@@ -180,8 +194,13 @@ class KilledInTransactionTests(FaultTestCase):
             await self.killed_mid_transaction()
 
     async def test_pooled(self) -> None:
-        with fault_alias(ALIAS, self.app, pool={"min_size": 1, "max_size": 2}):
+        with (
+            fault_alias(ALIAS, self.app, pool={"min_size": 1, "max_size": 2}),
+            expected_logs("psycopg.pool", DISCARDED) as warnings,
+        ):
             await self.killed_mid_transaction()
+            # The killed session, given back to the pool and thrown away.
+            self.assertLessEqual(len(warnings), 1)
             await async_connections[ALIAS].close()
             self.assertTrue(
                 await pool_is_whole(ALIAS, lambda: support.count_sessions(self.app))

@@ -27,7 +27,7 @@ from django_async_backend.db import async_connections
 from django_async_backend.db.transaction import async_atomic
 from django_async_backend.utils.loops import loop_state
 from faults import TABLE_SQL, execute, fault_alias, insert, unique_name, wait_all
-from support import poll, settle_background
+from support import expected_logs, poll, settle_background
 
 WORKERS = 16
 ALIAS = "restarted"
@@ -193,8 +193,18 @@ class RestartUnderLoadTests(unittest.IsolatedAsyncioTestCase):
 
     async def test_crash_restart_pooled(self) -> None:
         pool = {"min_size": 4, "max_size": 8, "timeout": 1.0}
-        with fault_alias(ALIAS, self.app, pool=pool, **self.cluster.database()):
+        with (
+            fault_alias(ALIAS, self.app, pool=pool, **self.cluster.database()),
+            expected_logs(
+                "psycopg.pool", "discarding closed connection", "error connecting in"
+            ) as warnings,
+        ):
             await self.run_restart("immediate")
+        # The pool throws the crashed sessions away and, while the server is
+        # down, fails to reach it: only this cluster, never the main server.
+        refused = [text for text in warnings if text.startswith("error connecting")]
+        port = f"port {self.cluster.port} failed"
+        self.assertEqual([text for text in refused if port not in text], [])
 
 
 class ClusterDownTests(unittest.IsolatedAsyncioTestCase):

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import os
 import random
 import time
@@ -45,6 +46,7 @@ from faults import (
 )
 from support import idle_in_transaction, outside, settle_background
 
+logger = logging.getLogger(__name__)
 SOAK_SECONDS = float(os.environ.get("DAB_SOAK_SECONDS", "30"))
 SEED = 7_2026
 TASKS_PER_ROUND = 300
@@ -259,13 +261,20 @@ class SoakTests(FaultRows, unittest.IsolatedAsyncioTestCase):
             self.check_books()
             self.assertGreater(len(self.acknowledged), 0)
             self.assertGreater(self.cancelled, 0)
-            # For the curious (pytest -s): what the run did.
+            # For the curious, at INFO (pytest --log-cli-level=INFO shows it):
+            # a passing run prints nothing of its own.
             growth = None if baseline is None else (rss_bytes() or 0) - baseline
-            print(
-                f"soak: {rounds} rounds, {self.serial} tasks, {self.cancelled} "
-                f"cancelled, {len(self.acknowledged)} acknowledged writes and "
-                f"transfers, sessions per round {min(sessions)}..{max(sessions)}, "
-                f"RSS growth after warm-up {growth} bytes"
+            logger.info(
+                "soak: %s rounds, %s tasks, %s cancelled, %s acknowledged writes "
+                "and transfers, sessions per round %s..%s, RSS growth after "
+                "warm-up %s bytes",
+                rounds,
+                self.serial,
+                self.cancelled,
+                len(self.acknowledged),
+                min(sessions),
+                max(sessions),
+                growth,
             )
 
 
