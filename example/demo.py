@@ -365,6 +365,8 @@ def check_response(load: Load, item: Planned, status: int, body: bytes) -> None:
     elif answer == ("batch", 200, None):
         load.committed += sum(1 for leg in data["legs"] if leg["committed"])
         load.refused += sum(1 for leg in data["legs"] if not leg["committed"])
+    elif answer == ("batch", 409, "nothing_committed"):  # every leg refused
+        load.refused += len(data["legs"])
     elif answer == ("totals", 200, None):
         load.total_reads += 1
         if data["total"] != load.expected_total:

@@ -1,18 +1,24 @@
 """Async views: pages for people, JSON under /api/ for scripts and the live page.
 
-Every database access goes through ``services`` (raw SQL on
-``async_connections``). A refused operation (``BankError``) becomes a
-friendly page or JSON error with a 4xx status; anything unexpected becomes
-the 500 page (DEBUG is off), never a traceback.
+Every input is read by ``inputs``, strictly, and every database access goes
+through ``services`` (raw SQL on ``async_connections``). Malformed input or a
+refused operation (``BankError``) becomes a friendly page or JSON error with
+a 4xx status; anything unexpected becomes the 500 page (DEBUG is off), never
+a traceback.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from django.conf import settings
+from django.core.exceptions import (
+    DisallowedHost,
+    RequestDataTooBig,
+    TooManyFieldsSent,
+)
 from django.http import (
     HttpRequest,
     HttpResponse,
@@ -20,15 +26,19 @@ from django.http import (
     HttpResponseRedirect,
     JsonResponse,
 )
+from django.http.multipartparser import MultiPartParserError
 from django.shortcuts import render
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 
-from . import services
-from .services import BankError, InvalidRequest, Leg, money
+from . import inputs, services
+from .inputs import FORM, MISSING
+from .services import BankError, LegResult, money, shown
 
 View = Callable[..., Coroutine[Any, Any, HttpResponseBase]]
 
 EXAMPLE_BATCH = "alice bob 25\nbob carol 5000\ncarol alice 10.50"
+BIGINT_MAX = 2**63 - 1  # bank_transfer.id is a bigint: no larger one exists
+MAX_DELAY = 2
 
 
 def is_api(request: HttpRequest) -> bool:
@@ -73,50 +83,27 @@ def bank_errors(*methods: str) -> Callable[[View], View]:
     return decorate
 
 
-def json_body(request: HttpRequest) -> dict[str, Any]:
-    """The request's JSON object; the API accepts application/json only.
-
-    Browsers cannot send that content type cross-site without CORS, which is
-    why the JSON endpoints can do without a CSRF token.
-    """
-    if request.content_type != "application/json":
-        raise InvalidRequest("Send a JSON body (Content-Type: application/json).")
-    try:
-        data = json.loads(request.body or b"{}")
-    except ValueError:
-        raise InvalidRequest("The body is not valid JSON.") from None
-    if not isinstance(data, dict):
-        raise InvalidRequest("Send a JSON object.")
-    return data
-
-
-def parse_legs(text: str) -> list[Leg]:
-    """Lines of 'source destination amount'."""
-    legs = []
-    for number, line in enumerate(text.strip().splitlines(), 1):
-        words = line.split()
-        if not words:
-            continue
-        if len(words) != 3:
-            raise InvalidRequest(f"Line {number}: write 'from to amount'.")
-        legs.append(Leg(words[0], words[1], services.parse_amount(words[2])))
-    return check_legs(legs)
-
-
-def check_legs(legs: list[Leg]) -> list[Leg]:
-    if not 1 <= len(legs) <= 20:
-        raise InvalidRequest("A batch has 1 to 20 transfers.")
-    return legs
-
-
 def delay_param(request: HttpRequest) -> float:
-    try:
-        delay = float(request.GET.get("delay", "0.25"))
-    except ValueError:
-        raise InvalidRequest("delay must be a number of seconds.") from None
-    if not 0 <= delay <= 2:
-        raise InvalidRequest("delay must be between 0 and 2 seconds.")
-    return delay
+    """Read ?delay= of the parallel pages (0.25 s unless given)."""
+    delay = inputs.one(request.GET.getlist("delay"), "delay")
+    return inputs.seconds(delay, "delay", "0.25", MAX_DELAY)
+
+
+def refused_status(results: list[LegResult]) -> int:
+    """The status of a batch none of whose legs committed.
+
+    Their own status if they all agree (404 if every leg named an unknown
+    account), else 409.
+    """
+    statuses = {r.error.status for r in results if r.error is not None}
+    return statuses.pop() if len(statuses) == 1 else 409
+
+
+def nothing_committed(results: list[LegResult]) -> str:
+    """Say that none of a batch's legs went through."""
+    if len(results) == 1:
+        return "The batch's only transfer was refused, so nothing was committed."
+    return f"All {len(results)} transfers were refused, so nothing was committed."
 
 
 # --- pages -----------------------------------------------------------------
@@ -140,19 +127,17 @@ async def home(request: HttpRequest) -> HttpResponse:
 @csrf_protect
 @bank_errors("POST")
 async def transfer_form(request: HttpRequest) -> HttpResponseBase:
-    amount = services.parse_amount(request.POST.get("amount", ""))
-    record = await services.transfer(
-        request.POST.get("source", ""), request.POST.get("destination", ""), amount
-    )
+    record = await services.transfer(*inputs.leg(inputs.form_fields(request)))
     return HttpResponseRedirect(f"/transfers/{record.id}/", status=303)
 
 
 @bank_errors("GET")
 async def transfer_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    record = await services.get_transfer(pk)
+    record = await services.get_transfer(pk) if pk <= BIGINT_MAX else None
     if record is None:
+        number = str(pk) if pk <= BIGINT_MAX else f"{str(pk)[:19]}…"
         return error_response(
-            request, 404, "No such transfer", f"There is no transfer #{pk}."
+            request, 404, "No such transfer", f"There is no transfer #{number}."
         )
     announced = any(r.id == record.id for r in services.FEED.recent)
     context = {"record": record, "amount": money(record.amount), "announced": announced}
@@ -162,8 +147,11 @@ async def transfer_detail(request: HttpRequest, pk: int) -> HttpResponse:
 @csrf_protect
 @bank_errors("POST")
 async def batch_form(request: HttpRequest) -> HttpResponse:
-    legs = parse_legs(request.POST.get("legs", ""))
-    all_or_nothing = request.POST.get("all_or_nothing") == "on"
+    fields = inputs.form_fields(request)
+    legs = inputs.text_legs(inputs.field(fields, "legs"))
+    all_or_nothing = inputs.checkbox(
+        inputs.field(fields, "all_or_nothing"), "all_or_nothing"
+    )
     try:
         results, receipts = await services.run_batch(
             legs, all_or_nothing=all_or_nothing
@@ -180,14 +168,22 @@ async def batch_form(request: HttpRequest) -> HttpResponse:
         )
         for r in results
     ]
+    committed = sum(1 for r in results if r.record)
+    if failure:
+        title, status = "Batch rolled back", 409
+    elif not committed:
+        title, status = "Nothing went through", refused_status(results)
+        failure = nothing_committed(results)
+    else:
+        title, status = "", 200
     context = {
         "rows": rows,
         "receipts": receipts,
         "failure": failure,
+        "failure_title": title,
         "all_or_nothing": all_or_nothing,
-        "committed": sum(1 for r in results if r.record),
+        "committed": committed,
     }
-    status = 409 if failure else 200
     return render(request, "bank/batch.html", context, status=status)
 
 
@@ -244,32 +240,16 @@ async def api_accounts(request: HttpRequest) -> JsonResponse:
 @csrf_exempt
 @bank_errors("POST")
 async def api_transfer(request: HttpRequest) -> JsonResponse:
-    data = json_body(request)
-    amount = services.parse_amount(data.get("amount", ""))
-    record = await services.transfer(
-        str(data.get("source", "")), str(data.get("destination", "")), amount
-    )
+    record = await services.transfer(*inputs.leg(inputs.json_body(request)))
     return JsonResponse({"transfer": record.as_json()}, status=201)
 
 
 @csrf_exempt
 @bank_errors("POST")
 async def api_batch(request: HttpRequest) -> JsonResponse:
-    data = json_body(request)
-    raw = data.get("legs")
-    if not isinstance(raw, list) or not all(isinstance(x, dict) for x in raw):
-        raise InvalidRequest("legs: a list of {source, destination, amount}.")
-    legs = check_legs(
-        [
-            Leg(
-                str(x.get("source", "")),
-                str(x.get("destination", "")),
-                services.parse_amount(x.get("amount", "")),
-            )
-            for x in raw
-        ]
-    )
-    all_or_nothing = bool(data.get("all_or_nothing", False))
+    data = inputs.json_body(request)
+    legs = inputs.json_legs(data.get("legs", MISSING))
+    all_or_nothing = inputs.flag(data.get("all_or_nothing", MISSING), "all_or_nothing")
     try:
         results, receipts = await services.run_batch(
             legs, all_or_nothing=all_or_nothing
@@ -278,12 +258,16 @@ async def api_batch(request: HttpRequest) -> JsonResponse:
         body = services.error_json(exc)
         body["legs"] = [r.as_json() for r in exc.results]
         return JsonResponse(body, status=exc.status)
-    return JsonResponse(
-        {
-            "legs": [r.as_json() for r in results],
-            "announced": [r.id for r in receipts],
+    legs_json = [r.as_json() for r in results]
+    if not any(r.record for r in results):
+        error = {
+            "code": "nothing_committed",
+            "title": "Nothing went through",
+            "message": nothing_committed(results),
         }
-    )
+        body = {"error": error, "legs": legs_json}
+        return JsonResponse(body, status=refused_status(results))
+    return JsonResponse({"legs": legs_json, "announced": [r.id for r in receipts]})
 
 
 @bank_errors("GET")
@@ -301,10 +285,8 @@ async def api_parallel(request: HttpRequest) -> JsonResponse:
 @csrf_exempt
 @bank_errors("POST")
 async def api_burst(request: HttpRequest) -> JsonResponse:
-    data = json_body(request)
-    count = data.get("count", 100)
-    if not isinstance(count, int) or not 1 <= count <= 500:
-        raise InvalidRequest("count: 1 to 500 transfers.")
+    data = inputs.json_body(request)
+    count = inputs.whole_number(data.get("count", 100), "count", 1, 500)
     return JsonResponse(await services.burst(count))
 
 
@@ -312,8 +294,9 @@ async def api_burst(request: HttpRequest) -> JsonResponse:
 
 
 def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
+    where = shown(request.path, 80)
     return error_response(
-        request, 404, "Page not found", f"Nothing lives at {request.path}.", "not_found"
+        request, 404, "Page not found", f"Nothing lives at {where}.", "not_found"
     )
 
 
@@ -329,9 +312,30 @@ def server_error(request: HttpRequest) -> HttpResponse:
 
 
 def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
-    return error_response(
-        request, 400, "Bad request", "The server could not understand that request."
-    )
+    status, code, message = refusal(exception)
+    title = "Too large" if status == 413 else "Bad request"
+    return error_response(request, status, title, message, code)
+
+
+def refusal(exception: Exception) -> tuple[int, str, str]:
+    """Status, code and message for what Django refused before any view ran."""
+    if isinstance(exception, RequestDataTooBig):
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        return 413, "too_large", f"The body is larger than {limit:,} bytes: send less."
+    if isinstance(exception, TooManyFieldsSent):
+        limit = settings.DATA_UPLOAD_MAX_NUMBER_FIELDS
+        message = f"The form has more than {limit:,} fields: send the form's own."
+        return 400, "too_many_fields", message
+    if isinstance(exception, MultiPartParserError):
+        message = f"The multipart body could not be read: send the form as {FORM}."
+        return 400, "bad_multipart", message
+    if isinstance(exception, DisallowedHost):
+        message = (
+            "This server answers for 127.0.0.1 and localhost only: open the URL"
+            " that the demo printed."
+        )
+        return 400, "bad_host", message
+    return 400, "bad_request", "The server could not understand that request."
 
 
 def permission_denied(request: HttpRequest, exception: Exception) -> HttpResponse:
