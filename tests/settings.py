@@ -11,14 +11,15 @@ The PostgreSQL server is taken from, in this order:
    ``PGDATABASE``;
 3. ``127.0.0.1:5432``, user ``postgres``, database ``postgres``;
 
-each variable on its own, with these defaults for the rest. The suite runs in
-``test_<database>`` next to that database (see ``TEST_DATABASE_NAME``).
+each variable on its own, with these defaults for the rest. A run works in a
+database of its own next to that one (see ``TEST_DATABASE_NAME``).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import secrets
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -87,11 +88,16 @@ _server = database_from_env(os.environ)
 # pooling) and this is the PostgreSQL server behind it.
 DAB_SERVER_URL = os.environ.get("DAB_SERVER_URL", "")
 # The database that DATABASE_URL (or PGDATABASE) names is only where CREATE
-# and DROP DATABASE run: the suite never writes to it. The suite works in
-# test_<that name>, which tests/support.py creates when missing and drops at
-# the end of the run (docs/development.md#the-test-databases).
+# and DROP DATABASE run: the suite never writes to it. Each run works in a
+# database of its own, test_<that name>_<pid>_<random>, so that runs sharing
+# a server never flush or count each other's rows; tests/support.py creates
+# it and drops it at the end (docs/development.md#the-test-databases). The
+# subprocesses a run starts inherit the name through DAB_TEST_DATABASE.
 SERVER_DATABASE_NAME: str = _server["NAME"]
-TEST_DATABASE_NAME = f"test_{SERVER_DATABASE_NAME}"
+TEST_DATABASE_PREFIX = f"test_{SERVER_DATABASE_NAME}_"
+TEST_DATABASE_NAME = os.environ.setdefault(
+    "DAB_TEST_DATABASE", f"{TEST_DATABASE_PREFIX}{os.getpid()}_{secrets.token_hex(2)}"
+)
 # Django's own runner (tests/test_runners.py) makes test_<NAME> in turn, so
 # that it never clobbers the database of the run that started it.
 RUNNER_DATABASE_NAME = f"test_{TEST_DATABASE_NAME}"

@@ -2,8 +2,8 @@
 
 Importing this module configures Django (``DJANGO_SETTINGS_MODULE=settings``
 unless already set), calls ``django.setup()`` once and claims the suite's own
-database (``test_<NAME>``, see tests/settings.py): created when missing,
-dropped at interpreter exit by the last run still using it.
+database (``test_<NAME>_<pid>_<hex>``, see tests/settings.py): created when
+missing, dropped at interpreter exit by the last of the run's processes.
 
 The helpers that inspect the server use short-lived *synchronous* psycopg
 connections on purpose: they observe the backend under test from the outside
@@ -17,6 +17,7 @@ import atexit
 import contextlib
 import logging
 import os
+import re
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -99,16 +100,21 @@ def _observer_dsn() -> str:
 
 # ---- the run's databases -------------------------------------------------
 #
-# Every run (unittest, pytest, each tox cell, a subprocess that imports this
-# module) holds a shared advisory lock for as long as it lives, on a session
-# of the server's own database. At exit it asks for the lock exclusively:
-# only the last run still alive gets it, and drops the databases. A run that
-# starts meanwhile waits for the drop, then creates the database afresh.
+# A run and the subprocesses it starts (they inherit DAB_TEST_DATABASE) each
+# hold a shared advisory lock on the database's name, on a session of the
+# server's own database, for as long as they live. At exit each asks for the
+# lock exclusively: only the last one alive gets it, and drops the databases.
+# A database of this server's naming whose lock nobody holds is left over
+# from a killed run: a new run drops it.
 
 # The database tests/test_routing.py makes as its "replica".
 REPLICA_DATABASE_NAME = f"{settings.TEST_DATABASE_NAME}_replica"
 RUN_APPLICATION_NAME = "dab-tests-run"
 _RUN_LOCK_SQL = "hashtext('django-async-backend tests ' || %s)"
+# test_<database>_<pid>_<hex>, and its replica.
+_RUN_DATABASE = re.compile(
+    re.escape(settings.TEST_DATABASE_PREFIX) + r"\d+_[0-9a-f]{4}(?:_replica)?"
+)
 
 
 def _maintenance_dsn() -> str:
@@ -137,6 +143,33 @@ def _unreachable(error: psycopg.Error) -> RuntimeError:
     )
 
 
+def _drop(session: psycopg.Connection[Any], *names: str) -> None:
+    for name in names:
+        # FORCE: what is still connected (a pool, PgBouncer's server
+        # sessions) belongs to a run that is over.
+        session.execute(
+            pgsql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                pgsql.Identifier(name)
+            )
+        )
+
+
+def _try_lock(session: psycopg.Connection[Any], name: str) -> bool:
+    row = session.execute(f"SELECT pg_try_advisory_lock({_RUN_LOCK_SQL})", (name,))
+    return bool((row.fetchone() or (False,))[0])
+
+
+def _drop_leftovers(session: psycopg.Connection[Any]) -> None:
+    """Drop the databases of killed runs: those whose lock nobody holds."""
+    rows = session.execute("SELECT datname FROM pg_database").fetchall()
+    found = {row[0] for row in rows if _RUN_DATABASE.fullmatch(row[0])}
+    own = {settings.TEST_DATABASE_NAME, REPLICA_DATABASE_NAME}
+    for name in sorted({name.removesuffix("_replica") for name in found - own}):
+        if _try_lock(session, name):
+            _drop(session, f"{name}_replica", name)
+            session.execute(f"SELECT pg_advisory_unlock({_RUN_LOCK_SQL})", (name,))
+
+
 def _claim_test_database() -> psycopg.Connection[Any]:
     """Hold the run's shared lock; create the test database when missing."""
     name = settings.TEST_DATABASE_NAME
@@ -145,9 +178,10 @@ def _claim_test_database() -> psycopg.Connection[Any]:
     except psycopg.OperationalError as error:
         raise _unreachable(error) from None
     session.execute(f"SELECT pg_advisory_lock_shared({_RUN_LOCK_SQL})", (name,))
+    _drop_leftovers(session)
     found = session.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
     if found.fetchone() is None:
-        # Another run, starting at the same moment, may have just made it.
+        # A subprocess of the run, starting at the same moment, may make it.
         with contextlib.suppress(psycopg.errors.DuplicateDatabase):
             session.execute(
                 pgsql.SQL("CREATE DATABASE {}").format(pgsql.Identifier(name))
@@ -156,23 +190,12 @@ def _claim_test_database() -> psycopg.Connection[Any]:
 
 
 def _release_test_database(session: psycopg.Connection[Any]) -> None:
-    """Drop the run's databases if no other run still uses them."""
+    """Drop the run's databases unless a process of the run still uses them."""
     name = settings.TEST_DATABASE_NAME
     try:
         session.execute(f"SELECT pg_advisory_unlock_shared({_RUN_LOCK_SQL})", (name,))
-        row = session.execute(
-            f"SELECT pg_try_advisory_lock({_RUN_LOCK_SQL})", (name,)
-        ).fetchone()
-        if row is None or not row[0]:
-            return  # another run is still going: the last one drops them
-        for database in (REPLICA_DATABASE_NAME, name):
-            # FORCE: what is left connected (a pool, PgBouncer's server
-            # sessions) belongs to runs that are over.
-            session.execute(
-                pgsql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                    pgsql.Identifier(database)
-                )
-            )
+        if _try_lock(session, name):
+            _drop(session, REPLICA_DATABASE_NAME, name)
     except psycopg.Error as error:
         print(
             f"tests: could not drop {name!r} ({error}); drop it with: "
@@ -249,8 +272,8 @@ def _migrate() -> None:
     from django.core.management import call_command
     from django.db import connections
 
-    # Runs that share the test database take turns: two migrations of a
-    # fresh database at once would both create the same tables.
+    # The processes of a run (a subprocess imports this module too) take
+    # turns: two migrations of a fresh database at once would clash.
     with psycopg.connect(_observer_dsn(), autocommit=True) as turn:
         turn.execute("SELECT pg_advisory_lock(hashtext('dab-tests migrate'))")
         try:
