@@ -3,12 +3,18 @@
 :func:`run_native` runs a sync function (``QuerySet.get``, ``Model.save``
 ...) in a greenlet of its own, on the event loop's thread, inside the current
 asyncio task. When that code needs the database it calls :func:`await_` on a
-coroutine of the task's async connection; ``await_`` runs the coroutine right
-there as long as it does not have to wait, and otherwise suspends the greenlet
-and hands the rest of the coroutine to :func:`run_native`, which awaits it in
-the task and switches back in with the result, or throws its exception
-(``CancelledError`` included) into the greenlet at the very call, so that
-Django's ``with transaction.atomic()`` blocks unwind as in sync code.
+coroutine of the task's async connection. ``await_`` steps the coroutine
+right there, inside the greenlet; each time the coroutine has to wait (on a
+future), the greenlet switches to :func:`run_native`, which waits on that
+future in the task and switches back in with the outcome. A cancellation of
+the task is thrown into the coroutine at the very await it was waiting at,
+so that Django's ``with transaction.atomic()`` blocks unwind as in sync code.
+
+So the whole of an awaited coroutine always runs inside the greenlet:
+whether code runs "in the bridge" (:func:`in_bridge`) is a property of the
+call, never of timing (of whether an earlier await happened to suspend).
+Only the futures cross over to the task. A coroutine that finishes without
+waiting costs no switch at all.
 
 No thread is involved: the greenlet only ever runs while the task runs, and
 it shares the task's ``contextvars`` context (a ContextVar set inside is seen
@@ -31,34 +37,16 @@ class BridgeGreenlet(greenlet):
     """A greenlet running sync ORM code for :func:`run_native`."""
 
 
-class _Rest:
-    """The rest of a coroutine that has to wait: awaited by the task.
+class _Wait:
+    """A future that a coroutine inside the greenlet waits on, for the task."""
 
-    ``first`` is what the coroutine yielded to wait (a future); the task waits
-    on it, then the coroutine is resumed here, in the task.
-    """
+    __slots__ = ("future",)
 
-    __slots__ = ("first", "it")
-
-    def __init__(self, it: Any, first: Any) -> None:
-        self.it = it
-        self.first = first
+    def __init__(self, future: Any) -> None:
+        self.future = future
 
     def __await__(self) -> Generator[Any, Any, Any]:
-        it, pending = self.it, self.first
-        while True:
-            try:
-                sent = yield pending
-            except BaseException as exc:  # thrown by the task: CancelledError
-                try:
-                    pending = it.throw(exc)
-                except StopIteration as stop:
-                    return stop.value
-            else:
-                try:
-                    pending = it.send(sent)
-                except StopIteration as stop:
-                    return stop.value
+        return (yield self.future)
 
 
 class _Yield:
@@ -86,19 +74,22 @@ def await_(awaitable: Awaitable[T]) -> T:
             "this is sync code outside the native async ORM bridge."
         )
     it = awaitable.__await__()
-    try:
-        first = it.send(None)
-    except StopIteration as stop:
-        # Finished without waiting (no I/O needed): no switch at all.
-        return cast(T, stop.value)
-    except BaseException:
-        raise
-    return cast(T, current.parent.switch(_Rest(it, first)))
+    value: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            future = it.send(value) if error is None else it.throw(error)
+        except StopIteration as stop:
+            return cast(T, stop.value)
+        try:
+            value, error = current.parent.switch(_Wait(future)), None
+        except BaseException as exc:  # thrown in by the task: CancelledError
+            value, error = None, exc
 
 
 async def _drive(gr: BridgeGreenlet, value: Any) -> Any:
-    """Serve ``gr``'s awaits until it finishes or hands over a ``_Yield``."""
-    while not gr.dead and type(value) is _Rest:
+    """Serve ``gr``'s waits until it finishes or hands over a ``_Yield``."""
+    while not gr.dead and type(value) is _Wait:
         try:
             sent = await value
         except BaseException as exc:

@@ -17,9 +17,9 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import models, router
 from django.db.models.signals import class_prepared
 
-from django_async_backend.db.models.bridge import run_native
 from django_async_backend.db.models.facade import is_native_alias
 from django_async_backend.db.models.manager import AsyncManager
+from django_async_backend.utils.bridge import run_native
 
 __all__ = ["MODEL_METHODS", "AsyncModelMixin"]
 

@@ -2,7 +2,7 @@
 
 Each of Django's ``a*`` methods runs Django's own sync method (``aget`` runs
 ``get``, ``acreate`` runs ``create`` ...) through
-:func:`~django_async_backend.db.models.bridge.run_native`, so every query is
+:func:`~django_async_backend.utils.bridge.run_native`, so every query is
 awaited on the task's async connection and joins its ``async_atomic()``
 block. On a database alias of another ENGINE they are Django's own methods
 (a thread per call).
@@ -21,8 +21,8 @@ from django.db import connections, router
 from django.db.models import Model, QuerySet
 from django.db.models.query import RawQuerySet, prefetch_related_objects
 
-from django_async_backend.db.models.bridge import iterate_native, run_native
 from django_async_backend.db.models.facade import is_native_alias
+from django_async_backend.utils.bridge import iterate_native, run_native
 
 __all__ = [
     "QUERYSET_METHODS",

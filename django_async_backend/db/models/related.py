@@ -25,9 +25,9 @@ from django.db.models.fields import related_descriptors
 
 from django_async_backend.db.models import switch
 from django_async_backend.db.models.base import AsyncModelMixin
-from django_async_backend.db.models.bridge import in_bridge, run_native
 from django_async_backend.db.models.facade import is_native_alias
 from django_async_backend.db.models.query import AsyncQuerySet
+from django_async_backend.utils.bridge import in_bridge, run_native
 
 __all__ = ["install"]
 

@@ -1,6 +1,6 @@
 """Signals sent from the native bridge: async receivers awaited in the task.
 
-Inside :func:`~django_async_backend.db.models.bridge.run_native`, Django's
+Inside :func:`~django_async_backend.utils.bridge.run_native`, Django's
 ``Signal.send()`` would run async receivers through asgiref's AsyncToSync, which
 refuses to run on the event loop's thread. So a signal that has an async
 receiver gets bridge-aware ``send()``/``send_robust()``: inside the bridge
@@ -23,7 +23,7 @@ from django.db.models import signals as model_signals
 from django.dispatch import Signal
 from django.dispatch.dispatcher import NO_RECEIVERS
 
-from django_async_backend.db.models.bridge import await_, in_bridge
+from django_async_backend.utils.bridge import await_, in_bridge
 
 __all__ = ["install"]
 
