@@ -20,11 +20,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
+import time
 import unittest
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import TYPE_CHECKING, Any
+from unittest import mock
 
 import psycopg
 from django.db import Error, InternalError, OperationalError
@@ -518,25 +521,32 @@ class CancellationScenarios(_TestCase):
             await proxy.close()
 
     async def cancel_at_block_exit(
-        self, proxy: HoldingProxy, fail: bool, twice: bool
-    ) -> int:
+        self, proxy: HoldingProxy, fail: bool, twice: bool, hold: bool = False
+    ) -> tuple[int, list[str], asyncio.CancelledError]:
         """Cancel the task while it waits for its COMMIT (or ROLLBACK) answer.
 
         The server has run the statement; the proxy holds its answer back
-        until the task has been cancelled (twice: also while psycopg waits
-        for the cancelled statement to end). Returns the backend pid.
+        until the task has been cancelled (twice: also while the block waits
+        for the statement to end), then lets it through, unless ``hold``.
+        Returns the backend pid, what ran (the on_commit callback, code after
+        the block) and the task's CancelledError.
         """
         ran: list[str] = []
         pids: list[int] = []
+        raised: list[asyncio.CancelledError] = []
 
         async def body() -> None:
-            async with async_atomic(using=self.alias):
-                await self.add("maybe")
-                pids.append(await backend_pid(self.conn()))
-                await self.conn().on_commit(lambda: ran.append("hook"))
-                proxy.replies.clear()
-                if fail:
-                    raise Boom
+            try:
+                async with async_atomic(using=self.alias):
+                    await self.add("maybe")
+                    pids.append(await backend_pid(self.conn()))
+                    await self.conn().on_commit(lambda: ran.append("hook"))
+                    proxy.replies.clear()
+                    if fail:
+                        raise Boom
+            except asyncio.CancelledError as exc:
+                raised.append(exc)  # as the block raised it (with its notes)
+                raise
             ran.append("after the block")
 
         task = asyncio.create_task(body())
@@ -551,12 +561,12 @@ class CancellationScenarios(_TestCase):
             for _ in range(20):
                 await asyncio.sleep(0)
             task.cancel()
-        proxy.replies.set()
+        if not hold:
+            proxy.replies.set()
         with self.assertRaises(asyncio.CancelledError):
             await task
-        # The COMMIT's outcome is unknown to the task: no callback ran.
-        self.assertEqual(ran, [])
-        return pids[0]
+        proxy.replies.set()
+        return pids[0], ran, raised[0]
 
     async def assert_settled_after_exit(self, committed: list[str]) -> None:
         await settle_background()
@@ -566,31 +576,111 @@ class CancellationScenarios(_TestCase):
         await asyncio.create_task(self.commit_one("next"))
         self.assertEqual(committed_names(), sorted([*committed, "next"]))
 
-    async def test_cancel_while_committing(self) -> None:
+    async def test_cancel_while_committing_runs_the_callbacks(self) -> None:
+        # The COMMIT already on the wire is let finish: the block knows it
+        # committed, runs its callbacks, and only then propagates the
+        # cancellation (the code after the block does not run).
         async with self.through_proxy() as proxy:
             with self.no_pool_cleanup():
-                pid = await self.cancel_at_block_exit(proxy, fail=False, twice=False)
-                # The server did commit; the task only can't know it.
+                pid, ran, _ = await self.cancel_at_block_exit(
+                    proxy, fail=False, twice=False
+                )
+                self.assertEqual(ran, ["hook"])
                 await self.assert_settled_after_exit(["maybe"])
                 await self.assert_connection_released(pid)
 
     async def test_cancel_while_rolling_back(self) -> None:
         async with self.through_proxy() as proxy:
             with self.no_pool_cleanup():
-                pid = await self.cancel_at_block_exit(proxy, fail=True, twice=False)
+                pid, ran, _ = await self.cancel_at_block_exit(
+                    proxy, fail=True, twice=False
+                )
+                self.assertEqual(ran, [])
                 await self.assert_settled_after_exit([])
                 await self.assert_connection_released(pid)
 
-    async def test_cancel_twice_while_committing(self) -> None:
-        # psycopg gives up on the connection (closes it): the pool replaces it.
+    async def test_cancel_twice_while_committing_runs_the_callbacks(self) -> None:
         async with self.through_proxy() as proxy:
-            await self.cancel_at_block_exit(proxy, fail=False, twice=True)
-            await self.assert_settled_after_exit(["maybe"])
+            with self.no_pool_cleanup():
+                _, ran, _ = await self.cancel_at_block_exit(
+                    proxy, fail=False, twice=True
+                )
+                self.assertEqual(ran, ["hook"])
+                await self.assert_settled_after_exit(["maybe"])
 
     async def test_cancel_twice_while_rolling_back(self) -> None:
         async with self.through_proxy() as proxy:
-            await self.cancel_at_block_exit(proxy, fail=True, twice=True)
-            await self.assert_settled_after_exit([])
+            with self.no_pool_cleanup():
+                _, ran, _ = await self.cancel_at_block_exit(
+                    proxy, fail=True, twice=True
+                )
+                self.assertEqual(ran, [])
+                await self.assert_settled_after_exit([])
+
+    async def test_cancel_while_restoring_autocommit_keeps_callbacks_in_place(
+        self,
+    ) -> None:
+        # A slow log handler after the COMMIT makes psycopg yield to the loop
+        # while the block turns autocommit back on; the task is cancelled at
+        # that very point, and survives (as under asyncio.timeout).
+        ran: list[str] = []
+        task = asyncio.current_task()
+        assert task is not None
+
+        class CancelAfterCommit(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                if "COMMIT" in record.getMessage():
+                    time.sleep(0.006)  # psycopg yields once busy for 5 ms
+                    task.cancel()
+
+        logger = logging.getLogger("django.db.backends")
+        handler = CancelAfterCommit(logging.DEBUG)
+        level = logger.level
+        logger.setLevel(logging.DEBUG)
+        logger.addHandler(handler)
+        connection = self.conn()
+        connection.force_debug_cursor = True
+        try:
+            async with async_atomic(using=self.alias):
+                await self.add("t1")
+                await connection.on_commit(lambda: ran.append("t1"))
+        except asyncio.CancelledError:
+            task.uncancel()
+        finally:
+            logger.removeHandler(handler)
+            logger.setLevel(level)
+            connection.force_debug_cursor = False
+        # T1 committed: its callback ran, before the cancellation went on.
+        self.assertEqual(ran, ["t1"])
+        async with async_atomic(using=self.alias):
+            await self.add("t2")
+            await connection.on_commit(lambda: ran.append("t2"))
+        # T2 ran its own callback only.
+        self.assertEqual(ran, ["t1", "t2"])
+        self.assertEqual(committed_names(), ["t1", "t2"])
+
+    async def test_commit_that_never_answers_is_given_up_as_unknown(self) -> None:
+        # After the cancellation the COMMIT gets a bounded time to answer;
+        # past it the connection is closed, and the outcome is unknown: the
+        # callbacks are dropped, and the error and the log say so.
+        async with self.through_proxy() as proxy:
+            wrapper_class = type(self.conn())
+            self.enterContext(mock.patch.object(wrapper_class, "cancel_grace", 0.3))
+            # (A pool also warns as it discards the closed connection.)
+            with self.assertLogs(level="WARNING") as logs:
+                pid, ran, cancelled = await self.cancel_at_block_exit(
+                    proxy, fail=False, twice=False, hold=True
+                )
+            self.assertEqual(ran, [])
+            notes = " ".join(getattr(cancelled, "__notes__", []))
+            self.assertIn("outcome", notes)
+            self.assertIn("unknown", notes)
+            self.assertIn("COMMIT", " ".join(logs.output))
+            self.assertIn("unknown", " ".join(logs.output))
+            # The server did commit; only the task could not know it.
+            await self.assert_settled_after_exit(["maybe"])
+            # The session was closed (a pool replaced it).
+            self.assertTrue(await poll(lambda: session_state(pid) is None))
 
     async def test_cancel_while_creating_a_savepoint(self) -> None:
         async with self.through_proxy() as proxy:

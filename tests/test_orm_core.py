@@ -25,9 +25,9 @@ from django.db.models.signals import post_save
 import support
 from aliases import temporary_alias
 from django_async_backend.db import async_connections
-from django_async_backend.db.models.bridge import await_, run_native
 from django_async_backend.db.transaction import async_atomic
 from django_async_backend.test import AsyncioTestCase, AsyncioTransactionTestCase
+from django_async_backend.utils.bridge import await_, run_native
 from support import idle_in_transaction, outside, poll
 from test_no_threads import no_threads
 from testapp.models import Author, Book, Novel, Profile, Tag
@@ -448,22 +448,32 @@ class CancellationTests(AsyncioTransactionTestCase):
         self.assertEqual(outside("SELECT count(*) FROM testapp_author"), [(0,)])
         self.assertTrue(await poll(lambda: idle_in_transaction(self.app) == 0))
 
-    async def test_cancelled_commit_of_a_sync_atomic_commits_nothing(self) -> None:
+    async def test_cancelled_commit_of_a_sync_atomic_is_let_finish(self) -> None:
         # Novel.save() runs Django's own atomic block (multi-table insert),
-        # whose COMMIT is held here by a deferred trigger that sleeps.
+        # whose COMMIT is slowed down here by a deferred trigger. Cancelled
+        # while it runs, the COMMIT is let finish: its outcome is known, its
+        # on_commit callback runs, and then the cancellation propagates.
         outside(SLOW_COMMIT_SQL)
         self.addCleanup(outside, DROP_SLOW_COMMIT_SQL)
+        ran: list[str] = []
+
+        def save_and_announce(author: Author) -> None:
+            with transaction.atomic(using="orm"):
+                Novel.objects.using("orm").create(title="N", author=author)
+                transaction.on_commit(lambda: ran.append("announced"), using="orm")
 
         async def work() -> None:
             author = await Author.objects.using("orm").acreate(name="Ann")
-            await Novel.objects.using("orm").acreate(title="N", author=author)
+            await run_native(save_and_announce, author)
+            ran.append("after")
 
         task = asyncio.create_task(work())
         self.assertTrue(await poll(lambda: running(self.app, "COMMIT")))
         task.cancel()
         with self.assertRaises(asyncio.CancelledError):
             await task
-        self.assertEqual(outside("SELECT count(*) FROM testapp_novel"), [(0,)])
+        self.assertEqual(outside("SELECT count(*) FROM testapp_novel"), [(1,)])
+        self.assertEqual(ran, ["announced"])
         self.assertTrue(await poll(lambda: idle_in_transaction(self.app) == 0))
 
     async def test_cancelled_insert_in_a_sync_atomic_commits_nothing(self) -> None:
@@ -510,7 +520,7 @@ class CancellationTests(AsyncioTransactionTestCase):
 
 SLOW_COMMIT_SQL = """
 CREATE OR REPLACE FUNCTION testapp_slow_commit() RETURNS trigger
-LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(5); RETURN NULL; END $$;
+LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(0.5); RETURN NULL; END $$;
 DROP TRIGGER IF EXISTS testapp_slow_commit ON testapp_novel;
 CREATE CONSTRAINT TRIGGER testapp_slow_commit AFTER INSERT ON testapp_novel
 DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION testapp_slow_commit();

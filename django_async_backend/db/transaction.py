@@ -2,47 +2,36 @@
 
 ``async_atomic`` follows the algorithm of Django's ``Atomic`` (see its
 docstring in ``django/db/transaction.py``) on the current task's async
-connection. The decisions (what to send when a block is entered or left, and
-how the connection state changes) are plain functions, ``plan_enter`` and
-``plan_exit``, that do no I/O; ``AsyncAtomic`` only awaits the SQL they ask
-for, climbing Django's ladder when it fails: a failed commit rolls back, a
-failed rollback closes the connection, and the user's exception is never
-shadowed.
+connection. The algorithm itself, Django's error ladder included, lives in
+``db/backends/base/atomic.py`` as plain code without I/O; ``AsyncAtomic``
+only awaits the connection methods it asks for.
 
 Cancellation: a ``CancelledError`` in the block is an exception like any
 other (the block rolls back, then it propagates). One that lands while the
-block itself talks to the server is handled too: psycopg cancels the
-statement on the server and waits for the connection to settle, then the
-block makes sure the transaction is over (rolling back, or closing the
-connection as a last resort) before letting the cancellation propagate. The
-outcome of a COMMIT interrupted that way is unknown, as with a network
-failure, so its on_commit callbacks are dropped.
+block itself talks to the server (COMMIT, ROLLBACK, SAVEPOINT ...) is
+deferred until that statement has finished, so that the block knows its
+outcome: after a COMMIT that went through, the on_commit callbacks run, and
+then the cancellation propagates. A statement that does not finish within
+``cancel_grace`` seconds (5 by default) of the cancellation is given up: the
+connection is closed, and only then is the outcome of a COMMIT unknown (the
+error and the log say so; its callbacks are not run).
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from types import TracebackType
-from typing import Any, TypeVar, overload
+from typing import Any, NoReturn, TypeVar, overload
 
-from django.db import DEFAULT_DB_ALIAS, DatabaseError, Error
+from django.db import DEFAULT_DB_ALIAS
 from django.db.transaction import TransactionManagementError
 
 from django_async_backend.db import async_connections
-from django_async_backend.db.backends.base.atomic import (
-    Step,
-    atomic_aliases,
-    leaving_manual_transaction,
-    leaving_transaction,
-    plan_enter,
-    plan_exit,
-)
+from django_async_backend.db.backends.base import atomic
 from django_async_backend.db.backends.base.base import BaseAsyncDatabaseWrapper
-from django_async_backend.utils.loops import shielded
 
 __all__ = [
     "AsyncAtomic",
@@ -178,46 +167,7 @@ class AsyncAtomic:
 
     async def __aenter__(self) -> AsyncAtomic:
         connection = get_connection(self.using)
-        connection.validate_task_sharing()
-        if (
-            self.durable
-            and connection.atomic_blocks
-            and not connection.atomic_blocks[-1]._from_testcase
-        ):
-            raise RuntimeError(
-                "A durable atomic block cannot be nested within another atomic block."
-            )
-        await connection.ensure_connection()
-        step = plan_enter(connection, self.savepoint)
-        try:
-            if step is Step.BEGIN:
-                await connection.set_autocommit(
-                    False, force_begin_transaction_with_broken_autocommit=True
-                )
-                connection.in_atomic_block = True
-            elif step is Step.SAVEPOINT:
-                connection.savepoint_ids.append(await connection.savepoint())
-        except BaseException:
-            if step is Step.SAVEPOINT:
-                # A failed or interrupted SAVEPOINT may have broken the
-                # transaction: the enclosing block must roll back.
-                connection.needs_rollback = True
-            elif (
-                step is Step.BEGIN
-                and connection.connection is not None
-                and not connection.autocommit
-            ):
-                # Cancelled after autocommit went off: turn it back on, or
-                # the task's next block would be a manual transaction.
-                with contextlib.suppress(Exception):  # then it is not reused
-                    await shielded(connection.set_autocommit(True))
-            raise
-        if connection.in_atomic_block:
-            connection.atomic_blocks.append(self)
-            if len(connection.atomic_blocks) == 1:
-                connection.atomic_token = atomic_aliases.set(
-                    atomic_aliases.get() | {connection.alias}
-                )
+        await _run(connection, atomic.enter(connection, self))
         return self
 
     async def __aexit__(
@@ -227,109 +177,36 @@ class AsyncAtomic:
         traceback: TracebackType | None,
     ) -> None:
         connection = get_connection(self.using)
-        step, sid = plan_exit(connection, exc_type is not None)
-        if not connection.atomic_blocks:
-            _forget_atomic(connection)
-        try:
-            await _send_exit_step(connection, step, sid)
-        finally:
-            await _restore_after_exit(connection)
+        await _run(connection, atomic.exit(connection, self, exc_type is not None))
+
+    def __enter__(self) -> NoReturn:
+        raise TypeError(
+            "async_atomic() is an async context manager: write `async with "
+            "async_atomic():` in async code, or use django.db.transaction.atomic "
+            "with a plain `with` in sync code."
+        )
+
+    def __exit__(self, *exc_info: object) -> None:
+        """Never reached: see __enter__."""
 
 
-def _forget_atomic(connection: Any) -> None:
-    """Undo the outermost block's mark in the context (see atomic_aliases)."""
-    token, connection.atomic_token = connection.atomic_token, None
-    if token is None:
-        return
+async def _run(connection: BaseAsyncDatabaseWrapper, plan: atomic.Plan) -> None:
+    """Await each connection method ``plan`` asks for, and hand back the outcome."""
+    result: Any = None
+    error: BaseException | None = None
     try:
-        atomic_aliases.reset(token)
-    except ValueError:  # set in another context (a test case's class set-up)
-        atomic_aliases.set(atomic_aliases.get() - {connection.alias})
-
-
-async def _send_exit_step(connection: Any, step: Step, sid: str | None) -> None:
-    """Send what leaving the block needs, following Django's error ladder."""
-    if step is Step.RELEASE:
-        assert sid is not None
-        try:
-            await connection.savepoint_commit(sid)
-        except DatabaseError:
+        while True:
             try:
-                await connection.savepoint_rollback(sid)
-                # The savepoint won't be reused: release it.
-                await connection.savepoint_commit(sid)
-            except Error:
-                # Mark for rollback at a higher level; don't shadow the error.
-                connection.needs_rollback = True
-            raise
-        except BaseException:
-            # Interrupted: the savepoint's fate is unknown, give up the block.
-            connection.needs_rollback = True
-            raise
-    elif step is Step.COMMIT:
-        try:
-            await connection.commit()
-        except DatabaseError:
+                call = plan.send(result) if error is None else plan.throw(error)
+            except StopIteration:
+                return
             try:
-                await connection.rollback()
-            except Error:
-                # Something went wrong with the connection: drop it.
-                await connection.close()
-            raise
-        except BaseException:
-            # Interrupted: the outcome is unknown; run no callback.
-            connection.run_on_commit = []
-            await _settle(connection)
-            raise
-    elif step is Step.ROLLBACK_TO:
-        assert sid is not None
-        try:
-            await connection.savepoint_rollback(sid)
-            await connection.savepoint_commit(sid)
-        except Error:
-            connection.needs_rollback = True
-        except BaseException:
-            connection.needs_rollback = True
-            raise
-    elif step is Step.ROLLBACK:
-        try:
-            await connection.rollback()
-        except Error:
-            await connection.close()
-        except BaseException:
-            await _settle(connection)
-            raise
-
-
-async def _settle(connection: Any) -> None:
-    """End a transaction whose COMMIT or ROLLBACK was interrupted.
-
-    psycopg has already cancelled the statement and let the connection
-    settle; roll back if a transaction is still open, and drop the connection
-    if even that is interrupted.
-    """
-    connection.needs_rollback = False
-    if not connection.transaction_is_open():
-        return
-    try:
-        await connection.rollback()
-    except BaseException:
-        await connection.close()
-        raise
-
-
-async def _restore_after_exit(connection: Any) -> None:
-    """Restore autocommit (and run on_commit hooks) when the last block ends."""
-    if leaving_transaction(connection):
-        if connection.closed_in_transaction:
-            connection.connection = None
-        elif connection.connection is not None:
-            await connection.set_autocommit(True)
-    elif leaving_manual_transaction(connection):
-        if connection.closed_in_transaction:
-            connection.connection = None
-        else:
-            connection.in_atomic_block = False
+                result = await getattr(connection, call.name)(*call.args)
+                error = None
+            except BaseException as exc:
+                result, error = None, exc
+    finally:
+        del error  # no reference cycle through the traceback
 
 
 @overload

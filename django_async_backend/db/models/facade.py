@@ -1,6 +1,6 @@
 """Sync faces of the task's async connection, for Django's ORM code.
 
-Inside :func:`~django_async_backend.db.models.bridge.run_native`,
+Inside :func:`~django_async_backend.utils.bridge.run_native`,
 ``django.db.connections[alias]`` (and ``django.db.connection``) return a
 :class:`SyncConnection` over ``async_connections[alias]`` for the aliases
 that use this ENGINE: attribute reads and writes go to the async wrapper
@@ -22,8 +22,8 @@ from django.db.utils import ConnectionHandler
 from greenlet import getcurrent
 
 from django_async_backend.db import async_connections
-from django_async_backend.db.models.bridge import BridgeGreenlet, await_
 from django_async_backend.db.utils import async_wrapper_class
+from django_async_backend.utils.bridge import BridgeGreenlet, await_
 
 __all__ = ["SyncConnection", "SyncCursor", "install", "is_native_alias"]
 
@@ -190,75 +190,29 @@ class SyncConnection:
     is_usable = _sync("is_usable")
     close_if_health_check_failed = _sync("close_if_health_check_failed")
 
-    def commit(self) -> None:
-        wrapper = self._wrapper
-        try:
-            await_(wrapper.commit())
-        except Exception:
-            raise
-        except BaseException:
-            # Interrupted (cancelled): the outcome is unknown; make sure no
-            # transaction stays open and run no callback.
-            wrapper.run_on_commit = []
-            _settle_after_interrupt(wrapper)
-            raise
-
-    def rollback(self) -> None:
-        wrapper = self._wrapper
-        try:
-            await_(wrapper.rollback())
-        except Exception:
-            raise
-        except BaseException:
-            _settle_after_interrupt(wrapper)
-            raise
-
-    def savepoint(self) -> str | None:
-        try:
-            return await_(self._wrapper.savepoint())  # type: ignore[no-any-return]
-        except Exception:
-            raise
-        except BaseException:
-            # Interrupted: the SAVEPOINT may have broken the transaction.
-            self._wrapper.needs_rollback = True
-            raise
-
-    def savepoint_commit(self, sid: str) -> None:
-        self._savepoint_step(self._wrapper.savepoint_commit, sid)
-
-    def savepoint_rollback(self, sid: str) -> None:
-        self._savepoint_step(self._wrapper.savepoint_rollback, sid)
-
-    def _savepoint_step(self, step: Callable[[str], Any], sid: str) -> None:
-        try:
-            await_(step(sid))
-        except Exception:
-            raise
-        except BaseException:
-            # Interrupted: the savepoint's fate is unknown, give up the block.
-            self._wrapper.needs_rollback = True
-            raise
-
-
-def _settle_after_interrupt(wrapper: Any) -> None:
-    """End a transaction whose COMMIT or ROLLBACK was interrupted."""
-    from django_async_backend.db.transaction import _settle
-
-    # The cancellation was delivered; settling runs to its end.
-    await_(_settle(wrapper))
+    # What an interrupted statement leaves behind is decided by the async
+    # wrapper's own methods, for this face too (TransactionMixin._control).
+    commit = _sync("commit")
+    rollback = _sync("rollback")
+    savepoint = _sync("savepoint")
+    savepoint_commit = _sync("savepoint_commit")
+    savepoint_rollback = _sync("savepoint_rollback")
 
 
 def facade(alias: str) -> SyncConnection:
-    """The current task's connection for ``alias``, sync face."""
+    """The current task's connection for ``alias``, sync face (no I/O).
+
+    As with Django's ``connections[alias]``, a lookup never connects: the
+    connection opens at its first query (or when the server version is
+    first needed), so that a connection closed inside an atomic block stays
+    closed until the outermost block has exited, as Django's invariant says.
+    """
     wrapper: Any = async_connections[alias]
     face = wrapper.__dict__.get("_sync_facade")
     if face is None:
         if type(wrapper) not in _prepared:
             _prepare_wrapper_class(type(wrapper))
         face = wrapper.__dict__["_sync_facade"] = SyncConnection(wrapper)
-    if wrapper.connection is None:
-        # Features such as pg_version need a live connection.
-        await_(wrapper.ensure_connection())
     return face  # type: ignore[no-any-return]
 
 

@@ -1,98 +1,215 @@
-"""The decisions of an atomic block, without I/O.
+"""The algorithm of an atomic block, without I/O.
 
-Entering or leaving ``async_atomic`` changes the connection's transaction
-state exactly as Django's ``Atomic.__enter__``/``__exit__`` do, and sends at
-most one statement. These functions make the state change and name the
-statement (a :class:`Step`); ``AsyncAtomic`` in ``db/transaction.py`` sends it.
+:func:`enter` and :func:`exit` are Django's ``Atomic.__enter__`` and
+``Atomic.__exit__`` (``django/db/transaction.py``, whose docstring explains
+the algorithm) line by line, written as generators: where Django calls a
+connection method that talks to the server (``commit()``,
+``savepoint_rollback(sid)``, ``set_autocommit(True)`` ...), they yield a
+:class:`Call` naming it, and get back its result, or its exception thrown in
+at that very line. So the whole protocol, Django's error ladder included (a
+failed commit rolls back, a failed rollback closes the connection, the
+user's exception is never shadowed), reads in one place, and
+``AsyncAtomic`` (``db/transaction.py``) is a shell that awaits the calls, as
+psycopg's ``AsyncTransaction`` is a shell around ``BaseTransaction``.
+
+What an *interrupted* statement leaves behind is not decided here: the
+wrapper's ``commit()``, ``rollback()`` and ``savepoint*()`` methods let a
+statement already sent finish even when the task is cancelled (see
+``TransactionMixin._control``), for these blocks and for Django's own
+``Atomic`` run natively alike. A cancellation thus reaches these generators
+only after the statement's outcome is known, like any other exception.
 """
 
 from __future__ import annotations
 
-import enum
+from collections.abc import Generator, Mapping
 from contextvars import ContextVar
-from typing import Any
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
-# The aliases whose async_atomic() block is open in this context. A child task
-# inherits the value it had when it was created: that is how the connection
-# handler knows the child was spawned inside its parent's transaction.
-atomic_aliases: ContextVar[frozenset[str]] = ContextVar(
-    "django_async_backend_atomic_aliases", default=frozenset()
+from django.db import DatabaseError, Error
+
+__all__ = ["Call", "enter", "exit", "held_aliases"]
+
+# The aliases whose transaction a block opened in this context, each with the
+# wrapper that holds it. A task inherits the value its creator had: that is
+# how the connection handler knows a task was created inside a block (see
+# db.utils.ConnectionScope.get), whether the block is still open or not.
+held_aliases: ContextVar[Mapping[str, Any]] = ContextVar(
+    "django_async_backend_held_aliases", default=MappingProxyType({})
 )
 
 
-class Step(enum.Enum):
-    """The SQL an atomic block sends when it is entered or left."""
+class Call(NamedTuple):
+    """A coroutine method of the connection that the block needs awaited."""
 
-    NOTHING = "nothing"
-    BEGIN = "begin"
-    SAVEPOINT = "savepoint"
-    RELEASE = "release savepoint"
-    COMMIT = "commit"
-    ROLLBACK_TO = "rollback to savepoint"
-    ROLLBACK = "rollback"
+    name: str
+    args: tuple[Any, ...] = ()
 
 
-def plan_enter(connection: Any, savepoint: bool) -> Step:
-    """Update the state for a block being entered; return what to send.
+Plan = Generator[Call, Any, None]
 
-    The connection must be open, so that ``connection.autocommit`` is known.
-    """
+
+def enter(connection: Any, atomic: Any) -> Plan:
+    """Enter an atomic block: Django's ``Atomic.__enter__``."""
+    if (
+        atomic.durable
+        and connection.atomic_blocks
+        and not connection.atomic_blocks[-1]._from_testcase
+    ):
+        raise RuntimeError(
+            "A durable atomic block cannot be nested within another atomic block."
+        )
     if not connection.in_atomic_block:
         # Reset state when entering an outermost atomic block.
         connection.commit_on_exit = True
         connection.needs_rollback = False
-        if not connection.autocommit:
-            # Already in a transaction managed by hand: treat it as an atomic
-            # block, and leave it open on exit.
+        if not (yield Call("get_autocommit")):
+            # Pretend we're already in an atomic block to bypass the code
+            # that disables autocommit to enter a transaction, and make a
+            # note to deal with this case in exit().
             connection.in_atomic_block = True
             connection.commit_on_exit = False
-    if not connection.in_atomic_block:
-        return Step.BEGIN
-    if savepoint and not connection.needs_rollback:
-        return Step.SAVEPOINT
-    connection.savepoint_ids.append(None)
-    return Step.NOTHING
+
+    if connection.in_atomic_block:
+        # We're already in a transaction; create a savepoint, unless we
+        # were told not to or we're already in a transaction that's going
+        # to be rolled back.
+        if atomic.savepoint and not connection.needs_rollback:
+            try:
+                sid = yield Call("savepoint")
+            except DatabaseError:
+                # A failed SAVEPOINT aborts the transaction: the enclosing
+                # block must roll back rather than send a COMMIT.
+                connection.needs_rollback = True
+                raise
+            connection.savepoint_ids.append(sid)
+        else:
+            connection.savepoint_ids.append(None)
+    else:
+        try:
+            yield Call("set_autocommit", (False, True))
+        except BaseException:
+            if connection.connection is not None and not connection.autocommit:
+                # It was turned off before the cancellation landed: turn it
+                # back on, or the task's next block is a manual transaction.
+                yield Call("set_autocommit", (True,))
+            raise
+        connection.in_atomic_block = True
+
+    if connection.in_atomic_block:
+        connection.atomic_blocks.append(atomic)
+        if len(connection.atomic_blocks) == 1:
+            connection.atomic_token = held_aliases.set(
+                MappingProxyType({**held_aliases.get(), connection.alias: connection})
+            )
 
 
-def plan_exit(connection: Any, failed: bool) -> tuple[Step, str | None]:
-    """Update the state for a block being left; return what to send.
+def exit(connection: Any, atomic: Any, failed: bool) -> Plan:
+    """Leave an atomic block: Django's ``Atomic.__exit__``.
 
     ``failed`` tells whether the block raised.
     """
     if connection.in_atomic_block:
         connection.atomic_blocks.pop()
+        if not connection.atomic_blocks:
+            forget_held_alias(connection)
+
+    # Prematurely unset this flag to allow using commit or rollback.
+    sid: str | None = None
     if connection.savepoint_ids:
         sid = connection.savepoint_ids.pop()
     else:
-        # The outermost block: unset the flag early to allow commit/rollback.
-        sid = None
         connection.in_atomic_block = False
-    if connection.closed_in_transaction:
-        # The server rolls back by itself; wait for the outermost block.
-        return Step.NOTHING, sid
-    if not failed and not connection.needs_rollback:
+
+    try:
+        if connection.closed_in_transaction:
+            # The database will perform a rollback by itself.
+            # Wait until we exit the outermost block.
+            pass
+
+        elif not failed and not connection.needs_rollback:
+            if connection.in_atomic_block:
+                # Release savepoint if there is one
+                if sid is not None:
+                    try:
+                        yield Call("savepoint_commit", (sid,))
+                    except DatabaseError:
+                        try:
+                            yield Call("savepoint_rollback", (sid,))
+                            # The savepoint won't be reused. Release it to
+                            # minimize overhead for the database server.
+                            yield Call("savepoint_commit", (sid,))
+                        except Error:
+                            # If rolling back to a savepoint fails, mark for
+                            # rollback at a higher level and avoid shadowing
+                            # the original exception.
+                            connection.needs_rollback = True
+                        raise
+            else:
+                # Commit transaction
+                try:
+                    yield Call("commit")
+                except DatabaseError:
+                    try:
+                        yield Call("rollback")
+                    except Error:
+                        # An error during rollback means that something
+                        # went wrong with the connection. Drop it.
+                        yield Call("close")
+                    raise
+        else:
+            # This flag will be set to True again if there isn't a savepoint
+            # allowing to perform the rollback at this level.
+            connection.needs_rollback = False
+            if connection.in_atomic_block:
+                # Roll back to savepoint if there is one, mark for rollback
+                # otherwise.
+                if sid is None:
+                    connection.needs_rollback = True
+                else:
+                    try:
+                        yield Call("savepoint_rollback", (sid,))
+                        # The savepoint won't be reused. Release it to
+                        # minimize overhead for the database server.
+                        yield Call("savepoint_commit", (sid,))
+                    except Error:
+                        # If rolling back to a savepoint fails, mark for
+                        # rollback at a higher level and avoid shadowing
+                        # the original exception.
+                        connection.needs_rollback = True
+            else:
+                # Roll back transaction
+                try:
+                    yield Call("rollback")
+                except Error:
+                    # An error during rollback means that something
+                    # went wrong with the connection. Drop it.
+                    yield Call("close")
+
+    finally:
+        # Outermost block exit when autocommit was enabled.
         if not connection.in_atomic_block:
-            return Step.COMMIT, sid
-        return (Step.RELEASE if sid is not None else Step.NOTHING), sid
-    # Set again below if no savepoint allows rolling back at this level.
-    connection.needs_rollback = False
-    if not connection.in_atomic_block:
-        return Step.ROLLBACK, sid
-    if sid is None:
-        connection.needs_rollback = True
-        return Step.NOTHING, sid
-    return Step.ROLLBACK_TO, sid
+            if connection.closed_in_transaction:
+                connection.connection = None
+            else:
+                yield Call("set_autocommit", (True,))
+        # Outermost block exit when autocommit was disabled.
+        elif not connection.savepoint_ids and not connection.commit_on_exit:
+            if connection.closed_in_transaction:
+                connection.connection = None
+            else:
+                connection.in_atomic_block = False
 
 
-def leaving_transaction(connection: Any) -> bool:
-    """Tell whether this exit ends the transaction opened by the outermost block."""
-    return not connection.in_atomic_block
-
-
-def leaving_manual_transaction(connection: Any) -> bool:
-    """Tell whether this exit ends the outermost block of a manual transaction."""
-    return (
-        connection.in_atomic_block
-        and not connection.savepoint_ids
-        and not connection.commit_on_exit
-    )
+def forget_held_alias(connection: Any) -> None:
+    """Undo the outermost block's mark in the context (see held_aliases)."""
+    token, connection.atomic_token = connection.atomic_token, None
+    if token is None:
+        return
+    try:
+        held_aliases.reset(token)
+    except ValueError:  # set in another context (a test case's class set-up)
+        held = dict(held_aliases.get())
+        held.pop(connection.alias, None)
+        held_aliases.set(MappingProxyType(held))

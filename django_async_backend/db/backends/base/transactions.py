@@ -9,14 +9,21 @@ that send SQL are coroutines. Django's pure helpers (``get_rollback``,
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, cast
 
+from asgiref.sync import iscoroutinefunction
+from django.db import DatabaseError
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.utils import debug_transaction
 from django.db.transaction import TransactionManagementError
+
+from django_async_backend.db.backends.utils import task_bound
+from django_async_backend.utils.bridge import in_bridge, run_native
+from django_async_backend.utils.cancellation import Abandoned, run_to_end
 
 logger = logging.getLogger("django.db.backends.base")
 
@@ -56,7 +63,8 @@ class TransactionMixin:
         # is called?
         self.run_commit_hooks_on_set_autocommit_on = False
         self.rollback_exc: BaseException | None = None
-        # Undoes the outermost block's mark in the context (atomic_aliases).
+        # Undoes the outermost block's mark in the context (see
+        # db.backends.base.atomic.held_aliases).
         self.atomic_token: Any = None
         self.reset_transaction_state()
 
@@ -80,6 +88,9 @@ class TransactionMixin:
         raise NotImplementedError
 
     def validate_task_sharing(self) -> None:
+        raise NotImplementedError
+
+    async def close(self) -> None:
         raise NotImplementedError
 
     # ##### Backend-specific hooks #####
@@ -120,58 +131,127 @@ class TransactionMixin:
 
     wrap_database_errors: Any  # set by the wrapper
 
+    # ##### Transaction-control statements #####
+
+    # Seconds a transaction-control statement already sent may take to finish
+    # after the task was cancelled; then the connection is closed.
+    cancel_grace = 5.0
+
+    async def _control(
+        self, operation: Coroutine[Any, Any, Any], statement: str
+    ) -> asyncio.CancelledError | None:
+        """Run a transaction-control statement to its end, whatever happens.
+
+        The one place that decides what an interrupted COMMIT, ROLLBACK,
+        SAVEPOINT (or autocommit switch) leaves behind, for ``async_atomic``
+        and for Django's ``Atomic`` run natively alike:
+
+        * a cancellation that arrives while the statement runs is deferred
+          until it has finished, so that its outcome is known; it is returned
+          for the caller to record the outcome and then raise it;
+        * a statement that does not finish within ``cancel_grace`` seconds of
+          the cancellation is given up: the connection is closed, the
+          outcome is unknown, and the cancellation is raised saying so.
+        """
+        try:
+            _, cancelled = await run_to_end(operation, self.cancel_grace)
+        except Abandoned as abandoned:
+            if self.connection is not None:
+                await self.connection.close()
+            await self.close()
+            outcome = (
+                "the transaction's outcome is unknown (it may have committed), "
+                "and its on_commit callbacks were not run"
+                if statement == "COMMIT"
+                else "the server rolls the transaction back"
+            )
+            message = (
+                f"{statement} on {self.alias!r} did not finish within "
+                f"{self.cancel_grace:g} s of the task's cancellation: the "
+                f"connection was closed, so {outcome}."
+            )
+            logger.warning(message)
+            abandoned.cancelled.add_note(message)
+            raise abandoned.cancelled from None
+        return cancelled
+
+    def _lost_during(self, statement: str, error: BaseException) -> None:
+        """Say so when the connection broke during a COMMIT (outcome unknown)."""
+        if self.connection is not None and not self.connection.closed:
+            return
+        message = (
+            f"The connection to {self.alias!r} broke during {statement}: the "
+            "transaction's outcome is unknown (it may have committed), and its "
+            "on_commit callbacks were not run."
+        )
+        logger.warning(message)
+        error.add_note(message)
+
     # ##### Generic transaction management methods #####
 
+    @task_bound
     async def get_autocommit(self) -> bool:
         """Get the autocommit state."""
         await self.ensure_connection()
         return self.autocommit
 
+    @task_bound
     async def set_autocommit(
         self,
         autocommit: bool,
         force_begin_transaction_with_broken_autocommit: bool = False,
     ) -> None:
-        """Enable or disable autocommit (disabling it begins a transaction)."""
+        """Enable or disable autocommit (disabling it begins a transaction).
+
+        Turning it back on runs the on_commit callbacks of a transaction that
+        has just committed, even when the task was cancelled meanwhile (the
+        cancellation propagates afterwards).
+        """
         self.validate_no_atomic_block()
+        if self.connection is None and autocommit == self.settings_dict["AUTOCOMMIT"]:
+            # A new connection starts in that mode; don't open one for it.
+            self.autocommit = autocommit
+            return
         await self.close_if_health_check_failed()
         await self.ensure_connection()
-        try:
-            if autocommit:
-                await self._set_autocommit(autocommit)
-            else:
-                with debug_transaction(self, "BEGIN"):
-                    await self._set_autocommit(autocommit)
-        except BaseException:
-            # psycopg can be cancelled after it switched (it yields to the
-            # loop once done): keep the flag in step with the driver, so that
-            # a connection is never parked or reused in the wrong mode.
-            if self.connection is not None:
-                self.autocommit = bool(self.connection.autocommit)
-            raise
+        if autocommit:
+            cancelled = await self._control(self._set_autocommit(True), "autocommit")
+        else:
+            with debug_transaction(self, "BEGIN"):
+                cancelled = await self._control(self._set_autocommit(False), "BEGIN")
         self.autocommit = autocommit
         if autocommit and self.run_commit_hooks_on_set_autocommit_on:
             self.run_commit_hooks_on_set_autocommit_on = False
             await self.run_and_clear_commit_hooks()
+        if cancelled is not None:
+            raise cancelled
 
+    @task_bound
     async def commit(self) -> None:
         """Commit a transaction and reset the dirty flag."""
-        self.validate_task_sharing()
         self.validate_no_atomic_block()
-        await self._commit()
+        try:
+            cancelled = await self._control(self._commit(), "COMMIT")
+        except DatabaseError as error:
+            self._lost_during("COMMIT", error)
+            raise
         # A successful commit means that the database connection works.
         self.errors_occurred = False
         self.run_commit_hooks_on_set_autocommit_on = True
+        if cancelled is not None:
+            raise cancelled
 
+    @task_bound
     async def rollback(self) -> None:
         """Roll back a transaction and reset the dirty flag."""
-        self.validate_task_sharing()
         self.validate_no_atomic_block()
-        await self._rollback()
+        cancelled = await self._control(self._rollback(), "ROLLBACK")
         # A successful rollback means that the database connection works.
         self.errors_occurred = False
         self.needs_rollback = False
         self.run_on_commit = []
+        if cancelled is not None:
+            raise cancelled
 
     def clean_savepoints(self) -> None:
         """Reset the counter used to generate unique savepoint ids."""
@@ -186,6 +266,7 @@ class TransactionMixin:
         self.savepoint_state += 1
         return f"s_async_x{self.savepoint_state}"
 
+    @task_bound
     async def savepoint(self) -> str | None:
         """Create a savepoint inside the current transaction; return its ID.
 
@@ -195,35 +276,45 @@ class TransactionMixin:
         if not self._savepoint_allowed():
             return None
         sid = self.next_savepoint_id()
-        self.validate_task_sharing()
-        await self._savepoint(sid)
+        cancelled = await self._control(self._savepoint(sid), "SAVEPOINT")
+        if cancelled is not None:
+            # The savepoint exists, unused: it ends with the transaction.
+            raise cancelled
         return sid
 
+    @task_bound
     async def savepoint_rollback(self, sid: str) -> None:
         """Roll back to a savepoint; drop the on_commit hooks registered since."""
         if not self._savepoint_allowed():
             return
-        self.validate_task_sharing()
-        await self._savepoint_rollback(sid)
+        cancelled = await self._control(
+            self._savepoint_rollback(sid), "ROLLBACK TO SAVEPOINT"
+        )
         self.run_on_commit = [hook for hook in self.run_on_commit if sid not in hook[0]]
+        if cancelled is not None:
+            raise cancelled
 
+    @task_bound
     async def savepoint_commit(self, sid: str) -> None:
         """Release a savepoint."""
         if not self._savepoint_allowed():
             return
-        self.validate_task_sharing()
-        await self._savepoint_commit(sid)
+        cancelled = await self._control(
+            self._savepoint_commit(sid), "RELEASE SAVEPOINT"
+        )
+        if cancelled is not None:
+            raise cancelled
 
     # ##### on_commit hooks #####
 
+    @task_bound
     async def on_commit(self, func: Callable[[], Any], robust: bool = False) -> None:
         """Run ``func`` (sync or async) once the current transaction commits.
 
         Outside a transaction it runs at once. A rollback drops it; a savepoint
         rollback drops the callbacks registered inside that savepoint.
         """
-        if not callable(func):
-            raise TypeError("on_commit()'s callback must be a callable.")
+        validate_callback(func)
         if self.in_atomic_block:
             # Transaction in progress; save for execution on commit.
             self.run_on_commit.append(
@@ -237,22 +328,59 @@ class TransactionMixin:
             # No transaction in progress and in autocommit mode: run it now.
             await run_commit_hook(func, robust)
 
+    @task_bound
     async def run_and_clear_commit_hooks(self) -> None:
-        """Run the registered on_commit callbacks in registration order."""
+        """Run the registered on_commit callbacks in registration order.
+
+        A cancellation of the task while they run is delivered to the
+        callback that is running, as to any code; the other callbacks are
+        still called (the transaction did commit), then it propagates.
+        """
         self.validate_no_atomic_block()
         current_run_on_commit = self.run_on_commit
         self.run_on_commit = []
+        cancelled: asyncio.CancelledError | None = None
         while current_run_on_commit:
             _, func, robust = current_run_on_commit.pop(0)
-            await run_commit_hook(func, robust, during=" during transaction")
+            try:
+                await run_commit_hook(func, robust, during=" during transaction")
+            except asyncio.CancelledError as exc:
+                cancelled = cancelled or exc
+        if cancelled is not None:
+            raise cancelled
+
+
+def validate_callback(func: Any) -> None:
+    """Refuse what on_commit() cannot call, naming what to write instead."""
+    if inspect.iscoroutine(func):
+        func.close()  # no "never awaited" warning on top of the error
+        raise TypeError(
+            "on_commit() takes a function, not a coroutine object: write "
+            "on_commit(send_receipt) or on_commit(functools.partial("
+            "send_receipt, order)), not on_commit(send_receipt(order))."
+        )
+    if not callable(func):
+        raise TypeError(
+            f"on_commit()'s callback must be a callable, not {func!r}: pass "
+            "the function (sync or async) to call after the commit."
+        )
 
 
 async def run_commit_hook(
     func: Callable[[], Any], robust: bool, during: str = ""
 ) -> None:
-    """Call an on_commit callback, awaiting it if async; log it if robust."""
+    """Call an on_commit callback; log its failure if robust.
+
+    An async callback is awaited in the task. A sync one runs inside the
+    native bridge, always: its ORM calls and ``connections[alias]`` go to the
+    task's async connections, whether the commit came from ``async_atomic``
+    or from Django's ``atomic`` run natively.
+    """
     try:
-        result = func()
+        if iscoroutinefunction(func):
+            await func()
+            return
+        result = func() if in_bridge() else await run_native(func)
         if inspect.isawaitable(result):
             await result
     except Exception as exc:
