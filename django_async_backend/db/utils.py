@@ -16,6 +16,7 @@ import functools
 from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
+from types import MappingProxyType
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
@@ -23,7 +24,7 @@ from django.db import connections
 from django.db.utils import load_backend
 from django.utils.connection import ConnectionDoesNotExist
 
-from django_async_backend.db.backends.base.atomic import atomic_aliases
+from django_async_backend.db.backends.base.atomic import held_aliases
 from django_async_backend.db.backends.base.base import (
     BaseAsyncDatabaseWrapper,
     current_task,
@@ -52,6 +53,9 @@ class ConnectionScope:
     def get(self, alias: str) -> BaseAsyncDatabaseWrapper:
         wrapper = self.wrappers.get(alias)
         if wrapper is None:
+            holder = held_aliases.get().get(alias)
+            if holder is not None:
+                raise _created_inside_block(alias, holder)
             if self.allowed is not None and alias not in self.allowed:
                 from django.test.testcases import (  # type: ignore[attr-defined]
                     DatabaseOperationForbidden,
@@ -104,6 +108,19 @@ class ConnectionScope:
             await wrapper.close()
 
 
+def _created_inside_block(alias: str, holder: Any) -> RuntimeError:
+    task = current_task()
+    state = "holds it" if holder.in_atomic_block else "held it"
+    return RuntimeError(
+        f"Task {task.get_name()!r} cannot use the async connection {alias!r}: "
+        f"it was created inside async_atomic() on {alias!r}, whose transaction "
+        f"task {holder.owner_name!r} {state}, and a transaction belongs to one "
+        "task. Await the work in that task to make it part of the transaction, "
+        "or run it in `async with async_connections.independent_connection():` "
+        "to make it independent of the transaction (it commits on its own)."
+    )
+
+
 @functools.cache
 def async_wrapper_class(engine: str) -> Any:
     """The ENGINE's AsyncDatabaseWrapper class, or None (imported once)."""
@@ -145,29 +162,11 @@ class AsyncConnectionHandler:
         task = current_task()
         scope = self._scope.get()
         if scope is None or scope.owner is not task:
-            scope = self._start_task_scope(scope, alias, task)
+            scope = self._start_task_scope(task)
         return scope.get(alias)
 
-    def _start_task_scope(
-        self, inherited: ConnectionScope | None, alias: str, task: asyncio.Task[Any]
-    ) -> ConnectionScope:
+    def _start_task_scope(self, task: asyncio.Task[Any]) -> ConnectionScope:
         """Give ``task`` a scope of its own, released when the task is done."""
-        parent = inherited.wrappers.get(alias) if inherited else None
-        if (
-            parent is not None
-            and alias in atomic_aliases.get()  # created inside the block
-            and parent.in_atomic_block  # which is still open
-            and not parent.owner_done
-        ):
-            raise RuntimeError(
-                f"Task {task.get_name()!r} cannot use the async connection "
-                f"{alias!r}: its parent task {parent.owner_name!r} holds it "
-                "inside async_atomic(), and a transaction belongs to one task. "
-                "Await the work in the parent task to make it part of the "
-                "transaction, or run it in `async with "
-                "async_connections.independent_connection():` to make it "
-                "independent of the transaction (it commits on its own)."
-            )
         scope = ConnectionScope(self, task)
         self._scope.set(scope)
         task.add_done_callback(lambda _: scope.release_soon())
@@ -210,9 +209,12 @@ class AsyncConnectionHandler:
         """
         scope = ConnectionScope(self, current_task())
         token = self._scope.set(scope)
+        # Nothing in the block is created inside the surrounding transactions.
+        held = held_aliases.set(MappingProxyType({}))
         try:
             yield
         finally:
+            held_aliases.reset(held)
             self._scope.reset(token)
             # Shielded: a second cancellation must not strand a connection.
             await shielded(scope.release())

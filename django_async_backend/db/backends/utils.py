@@ -1,10 +1,11 @@
 """Async cursor wrappers: the twins of ``django.db.backends.utils``.
 
 ``AsyncCursorWrapper`` maps driver errors to Django's, refuses to run in a
-broken transaction and runs ``execute``/``executemany`` through the
-connection's ``execute_wrappers`` (sync or async). ``AsyncCursorDebugWrapper``
-records queries in ``connection.queries`` and the ``django.db.backends``
-logger with Django's own ``debug_sql``.
+broken transaction or from a task that does not own the connection, and runs
+``execute``/``executemany`` through the connection's ``execute_wrappers``
+(sync or async). ``AsyncCursorDebugWrapper`` records queries in
+``connection.queries`` and the ``django.db.backends`` logger with Django's
+own ``debug_sql``. :func:`task_bound` marks the wrapper's entry points.
 """
 
 from __future__ import annotations
@@ -12,16 +13,37 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
+from asgiref.sync import markcoroutinefunction
 from django.db.backends.utils import CursorDebugWrapper
 
 if TYPE_CHECKING:
     from django_async_backend.db.backends.base.base import BaseAsyncDatabaseWrapper
 
 Params = Sequence[Any] | dict[str, Any] | None
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def task_bound(method: F) -> F:
+    """Make ``method`` an entry point of the wrapper: its owner task only.
+
+    The check (``validate_task_sharing``) runs when the method is called,
+    before the coroutine it returns does anything, so that no other task
+    ever opens, drives or closes the connection.
+    """
+
+    @functools.wraps(method)
+    def checked(self: Any, /, *args: Any, **kwargs: Any) -> Any:
+        self.validate_task_sharing()
+        return method(self, *args, **kwargs)
+
+    if inspect.iscoroutinefunction(method):
+        markcoroutinefunction(checked)
+    checked.task_bound = True  # type: ignore[attr-defined]
+    return cast(F, checked)
 
 
 class AsyncCursorWrapper:
@@ -48,6 +70,7 @@ class AsyncCursorWrapper:
             await self.close()
 
     def _require_open(self) -> Any:
+        self.db.validate_task_sharing()
         if self.cursor is None:
             raise RuntimeError(
                 "This cursor is not open: use `async with connection.cursor() "
@@ -68,9 +91,22 @@ class AsyncCursorWrapper:
         return self.cursor is None or bool(self.cursor.closed)
 
     async def close(self) -> None:
-        if self.cursor is not None:
-            with self.db.wrap_database_errors:
-                await self.cursor.close()
+        """Close the cursor; from a task that does not own it, later.
+
+        An async generator's finalizer (after a ``break`` out of
+        ``async for``) closes its cursor from a task of its own: the
+        connection's owner closes it instead, at its next use or when it
+        releases the connection, so that two tasks never drive one.
+        """
+        cursor = self.cursor
+        if cursor is None:
+            return
+        if not self.db.owned_by_current_task():
+            self.db.close_cursor_later(cursor)
+            return
+        self.db.forget_cursor(cursor)
+        with self.db.wrap_database_errors:
+            await cursor.close()
 
     async def execute(self, sql: Any, params: Params = None) -> AsyncCursorWrapper:
         await self._execute_with_wrappers(sql, params, False, self._execute)
@@ -127,9 +163,11 @@ class AsyncCursorWrapper:
 
     async def __aiter__(self) -> AsyncIterator[Any]:
         cursor = self._require_open()
+        validate = self.db.validate_task_sharing
         with self.db.wrap_database_errors:
             async for row in cursor:
                 yield row
+                validate()  # the iterator may have been handed to another task
 
 
 class AsyncCursorDebugWrapper(AsyncCursorWrapper):

@@ -30,6 +30,7 @@ from django_async_backend.db.backends.base.transactions import TransactionMixin
 from django_async_backend.db.backends.utils import (
     AsyncCursorDebugWrapper,
     AsyncCursorWrapper,
+    task_bound,
 )
 from django_async_backend.utils.loops import loop_state
 
@@ -84,6 +85,10 @@ class BaseAsyncDatabaseWrapper(TransactionMixin):
         # taking (execute, sql, params, many, context).
         self.execute_wrappers: list[Callable[..., Any]] = []
         self._named_cursor_idx = 0
+        # Server-side cursors open on the connection, and those of them that
+        # a task other than the owner closed (the owner closes them later).
+        self.named_cursors: set[Any] = set()
+        self.cursors_to_close: list[Any] = []
         self.features = self.features_class(self)
         self.ops = self.ops_class(self)
 
@@ -124,6 +129,7 @@ class BaseAsyncDatabaseWrapper(TransactionMixin):
 
     # ##### Connection life #####
 
+    @task_bound
     async def connect(self) -> None:
         """Connect to the database. Assume that the connection is closed."""
         self.check_settings()
@@ -131,6 +137,7 @@ class BaseAsyncDatabaseWrapper(TransactionMixin):
         if not state.hook_installed:
             await state.install_shutdown_hook()
         self.reset_transaction_state()
+        self.named_cursors, self.cursors_to_close = set(), []
         self.health_check_enabled = self.settings_dict["CONN_HEALTH_CHECKS"]
         self.closed_in_transaction = False
         self.errors_occurred = False
@@ -157,10 +164,10 @@ class BaseAsyncDatabaseWrapper(TransactionMixin):
                 await self._close()
                 self.connection = None
                 raise
-            await self.send_connection_created()
+            await self._send_connection_created()
         self.run_on_commit = []
 
-    async def send_connection_created(self) -> None:
+    async def _send_connection_created(self) -> None:
         """Send ``connection_created``; await async receivers, call sync ones.
 
         Sync receivers run inline on the event loop (never in a thread), so
@@ -180,6 +187,7 @@ class BaseAsyncDatabaseWrapper(TransactionMixin):
                 signal=connection_created, sender=self.__class__, connection=self
             )
 
+    @task_bound
     async def ensure_connection(self) -> None:
         """Guarantee that a connection to the database is established."""
         if self.connection is not None and self.connection.closed:
@@ -196,10 +204,12 @@ class BaseAsyncDatabaseWrapper(TransactionMixin):
             with self.wrap_database_errors:
                 await self.connect()
 
+    @task_bound
     def cursor(self) -> AsyncCursorWrapper:
         """Return a cursor; use it as ``async with connection.cursor() as c``."""
         return self._cursor()
 
+    @task_bound
     def chunked_cursor(self) -> AsyncCursorWrapper:
         """Return a server-side (named) cursor that streams results in chunks.
 
@@ -213,14 +223,15 @@ class BaseAsyncDatabaseWrapper(TransactionMixin):
         return self._cursor(name=name)
 
     def _cursor(self, name: str | None = None) -> AsyncCursorWrapper:
-        self.validate_task_sharing()
         if self.queries_logged:
             return self.make_debug_cursor(name)
         return self.make_cursor(name)
 
+    @task_bound
     async def open_cursor(self, name: str | None = None) -> Any:
         """Connect if needed and return a new driver cursor."""
-        self.validate_task_sharing()
+        if self.cursors_to_close:
+            await self._close_cursors_left()
         connection = self.connection
         # The usual case, a healthy open connection, without further awaits.
         if (
@@ -231,11 +242,47 @@ class BaseAsyncDatabaseWrapper(TransactionMixin):
             await self.close_if_health_check_failed()
             await self.ensure_connection()
         with self.wrap_database_errors:
-            return self.create_cursor(name)
+            cursor = self.create_cursor(name)
+        if name:
+            self.named_cursors.add(cursor)
+        return cursor
 
+    # ##### Cursors closed by other tasks #####
+
+    def owned_by_current_task(self) -> bool:
+        """Tell whether the running task may drive the connection."""
+        return self.owner is None or self.owner is asyncio.current_task()
+
+    def close_cursor_later(self, cursor: Any) -> None:
+        """Have the owner close ``cursor`` at its next use (or at release)."""
+        self.cursors_to_close.append(cursor)
+
+    def forget_cursor(self, cursor: Any) -> None:
+        """Note that the owner is closing ``cursor``."""
+        self.named_cursors.discard(cursor)
+
+    async def _close_cursors_left(self) -> None:
+        cursors, self.cursors_to_close = self.cursors_to_close, []
+        for cursor in cursors:
+            self.named_cursors.discard(cursor)
+            with self.wrap_database_errors:
+                await cursor.close()
+
+    async def _close_named_cursors(self) -> None:
+        """Close the server-side cursors still open, before the session is reused.
+
+        Cursors opened in autocommit mode are ``WITH HOLD``: they would outlive
+        their task on a parked or pooled session.
+        """
+        cursors, self.named_cursors = self.named_cursors, set()
+        self.cursors_to_close = []
+        for cursor in cursors:
+            with self.wrap_database_errors:
+                await cursor.close()
+
+    @task_bound
     async def close(self) -> None:
         """Close the connection to the database (or return it to its pool)."""
-        self.validate_task_sharing()
         self.run_on_commit = []
         if self.closed_in_transaction or self.connection is None:
             return
@@ -250,6 +297,7 @@ class BaseAsyncDatabaseWrapper(TransactionMixin):
 
     # ##### Health checks and persistent connections #####
 
+    @task_bound
     async def close_if_health_check_failed(self) -> None:
         """Close the connection if it fails a health check (CONN_HEALTH_CHECKS)."""
         if (
@@ -272,6 +320,7 @@ class BaseAsyncDatabaseWrapper(TransactionMixin):
             and self.settings_dict["CONN_MAX_AGE"] != 0
             and (self.close_at is None or time.monotonic() < self.close_at)
             and not self.connection.closed
+            and not self.named_cursors  # to close first (I/O): see release()
         )
 
     def park(self) -> bool:
@@ -287,6 +336,7 @@ class BaseAsyncDatabaseWrapper(TransactionMixin):
         self.connection = None
         return True
 
+    @task_bound
     async def release(self) -> None:
         """Give the connection up at the end of its task.
 
@@ -295,6 +345,11 @@ class BaseAsyncDatabaseWrapper(TransactionMixin):
         pool). Never raises: this runs after its task is gone.
         """
         try:
+            if self.named_cursors and self.connection is not None:
+                try:
+                    await self._close_named_cursors()
+                except Exception:
+                    self.errors_occurred = True  # so closed, not reused
             if not self.park():
                 await self.close()
         except Exception:  # nobody is left to handle it

@@ -9,6 +9,7 @@ Django's operations and features, and never runs database work in a thread.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, cast
 
 import psycopg
@@ -26,9 +27,14 @@ from psycopg.pq import Format, TransactionStatus
 from django_async_backend.db.backends.base.base import BaseAsyncDatabaseWrapper
 from django_async_backend.db.backends.postgresql.pool import get_pool
 from django_async_backend.db.backends.postgresql.types import register_type_handlers
+from django_async_backend.db.backends.utils import task_bound
+from django_async_backend.utils.bridge import await_, in_bridge
 from django_async_backend.utils.loops import open_shielded, shielded
 
 TIMESTAMPTZ_OID = psycopg.adapters.types["timestamptz"].oid
+
+# alias -> the server version seen by its last connection (see pg_version).
+SERVER_VERSIONS: dict[str, int] = {}
 
 _stock = cast(Any, StockDatabaseWrapper)
 
@@ -86,12 +92,25 @@ class AsyncDatabaseWrapper(BaseAsyncDatabaseWrapper):
 
     @property
     def pg_version(self) -> int:
-        if self.connection is None:
-            raise RuntimeError(
-                f"The server version of {self.alias!r} is known once connected: "
-                "await connection.ensure_connection() first."
-            )
-        return int(self.connection.info.server_version)
+        """The server's version number; known once the alias has connected.
+
+        Django's sync wrapper opens a connection to read it; here the version
+        is kept per alias from the last connection (no I/O), and inside the
+        native bridge a wrapper that never connected connects first.
+        """
+        connection = self.connection
+        if connection is not None and not connection.closed:
+            version = SERVER_VERSIONS[self.alias] = int(connection.info.server_version)
+            return version
+        if self.alias in SERVER_VERSIONS:
+            return SERVER_VERSIONS[self.alias]
+        if in_bridge():
+            await_(self.ensure_connection())
+            return self.pg_version
+        raise RuntimeError(
+            f"The server version of {self.alias!r} is known once connected: "
+            "await connection.ensure_connection() first."
+        )
 
     @property
     def pool_options(self) -> dict[str, Any] | None:
@@ -168,6 +187,7 @@ class AsyncDatabaseWrapper(BaseAsyncDatabaseWrapper):
         queried = await register_type_handlers(self.alias, connection)
         return changed or queried
 
+    @task_bound
     async def init_connection_state(self) -> None:
         self.check_database_version_supported()
         if self.connection is not None and self._pool is None:
@@ -245,6 +265,10 @@ class AsyncDatabaseWrapper(BaseAsyncDatabaseWrapper):
         self._control_cursor = self._tz_checked = None
         if self.connection is not None:
             pooled = self._pool is not None
+            if pooled and self.named_cursors and not self.connection.closed:
+                # WITH HOLD cursors would outlive the checkout in the pool.
+                with contextlib.suppress(Exception):
+                    await self._close_named_cursors()
             with self.wrap_database_errors:
                 try:
                     await self._give_back(self.connection)
@@ -253,6 +277,7 @@ class AsyncDatabaseWrapper(BaseAsyncDatabaseWrapper):
                         # It belongs to the pool now: never touch it again.
                         self.connection = None
 
+    @task_bound
     async def is_usable(self) -> bool:
         if self.connection is None:
             return False
@@ -262,6 +287,7 @@ class AsyncDatabaseWrapper(BaseAsyncDatabaseWrapper):
             return False
         return True
 
+    @task_bound
     async def check_constraints(self, table_names: Any = None) -> None:
         """Check deferred constraints now by making them immediate."""
         async with self.cursor() as cursor:
