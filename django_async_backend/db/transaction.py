@@ -166,8 +166,8 @@ class AsyncAtomic:
         return inner  # type: ignore[return-value]
 
     async def __aenter__(self) -> AsyncAtomic:
-        connection = get_connection(self.using)
-        await _run(connection, atomic.enter(connection, self))
+        connection = async_connections[self.using or DEFAULT_DB_ALIAS]
+        await _run(atomic.enter(connection, self))
         return self
 
     async def __aexit__(
@@ -176,8 +176,8 @@ class AsyncAtomic:
         exc_value: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        connection = get_connection(self.using)
-        await _run(connection, atomic.exit(connection, self, exc_type is not None))
+        connection = async_connections[self.using or DEFAULT_DB_ALIAS]
+        await _run(atomic.exit(connection, self, exc_type is not None))
 
     def __enter__(self) -> NoReturn:
         raise TypeError(
@@ -190,19 +190,18 @@ class AsyncAtomic:
         """Never reached: see __enter__."""
 
 
-async def _run(connection: BaseAsyncDatabaseWrapper, plan: atomic.Plan) -> None:
-    """Await each connection method ``plan`` asks for, and hand back the outcome."""
+async def _run(plan: atomic.Plan) -> None:
+    """Await each connection coroutine ``plan`` yields; hand back the outcome."""
     result: Any = None
     error: BaseException | None = None
     try:
         while True:
             try:
-                call = plan.send(result) if error is None else plan.throw(error)
+                step = plan.send(result) if error is None else plan.throw(error)
             except StopIteration:
                 return
             try:
-                result = await getattr(connection, call.name)(*call.args)
-                error = None
+                result, error = await step, None
             except BaseException as exc:
                 result, error = None, exc
     finally:

@@ -16,7 +16,6 @@ import functools
 from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
-from types import MappingProxyType
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
@@ -29,6 +28,7 @@ from django_async_backend.db.backends.base.base import (
     BaseAsyncDatabaseWrapper,
     current_task,
 )
+from django_async_backend.utils.compat import running_task
 from django_async_backend.utils.loops import loop_state, shielded, start_eagerly
 
 
@@ -159,10 +159,13 @@ class AsyncConnectionHandler:
         return wrapper_class(settings_dict, alias)  # type: ignore[no-any-return]
 
     def __getitem__(self, alias: str) -> BaseAsyncDatabaseWrapper:
-        task = current_task()
         scope = self._scope.get()
-        if scope is None or scope.owner is not task:
-            scope = self._start_task_scope(task)
+        if scope is not None and scope.owner is running_task():
+            wrapper = scope.wrappers.get(alias)
+            if wrapper is not None:
+                return wrapper  # the usual case, first
+        else:
+            scope = self._start_task_scope(current_task())
         return scope.get(alias)
 
     def _start_task_scope(self, task: asyncio.Task[Any]) -> ConnectionScope:
@@ -210,7 +213,7 @@ class AsyncConnectionHandler:
         scope = ConnectionScope(self, current_task())
         token = self._scope.set(scope)
         # Nothing in the block is created inside the surrounding transactions.
-        held = held_aliases.set(MappingProxyType({}))
+        held = held_aliases.set({})
         try:
             yield
         finally:

@@ -24,6 +24,7 @@ by the task afterwards, and the other way round).
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Iterator
+from types import CoroutineType
 from typing import Any, TypeVar, cast
 
 from greenlet import getcurrent, greenlet
@@ -73,7 +74,8 @@ def await_(awaitable: Awaitable[T]) -> T:
             "await_() can only be called from code run by run_native(): "
             "this is sync code outside the native async ORM bridge."
         )
-    it = awaitable.__await__()
+    # A coroutine is stepped directly (its __await__() wrapper costs a call).
+    it: Any = awaitable if type(awaitable) is CoroutineType else awaitable.__await__()
     value: Any = None
     error: BaseException | None = None
     while True:

@@ -2,18 +2,19 @@
 
 A ``COMMIT`` whose answer is on its way decides the fate of a transaction:
 interrupting it (psycopg then cancels the statement on the server) leaves
-the client unable to tell whether it committed. :func:`run_to_end` awaits an
-operation in the current task, but defers a cancellation that arrives
-meanwhile until the operation has finished, so that its outcome is known;
-the caller then records that outcome and raises the cancellation. If the
-operation does not finish within ``grace`` seconds of the first cancellation,
-it is abandoned (:class:`Abandoned`) and the caller closes the connection.
+the client unable to tell whether it committed. ``await RunToEnd(...)``
+awaits an operation in the current task, but defers a cancellation that
+arrives meanwhile until the operation has finished, so that its outcome is
+known, and returns that cancellation for the caller to raise once it has
+recorded the outcome. If the operation does not finish within ``grace``
+seconds of the first cancellation, it is abandoned: the ``on_abandon``
+coroutine runs (it closes the connection), then the cancellation is raised.
 
 How: the task is made to wait on a stand-in for each future the operation
 waits on. The stand-in forwards everything to the future except
 ``cancel()``, which it refuses; asyncio then delivers the cancellation to the
 task once the future is done, at the very point where the operation would
-resume, and :func:`run_to_end` resumes the operation instead. No extra task,
+resume, and :class:`RunToEnd` resumes the operation instead. No extra task,
 no extra loop iteration: this is cheap enough for every transaction.
 """
 
@@ -21,64 +22,62 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Generator
-from typing import Any, TypeVar
+from types import CoroutineType
+from typing import Any
 
-__all__ = ["Abandoned", "run_to_end"]
+Future = asyncio.Future
 
-T = TypeVar("T")
+__all__ = ["RunToEnd"]
 
-
-class Abandoned(Exception):
-    """The operation did not finish within its grace period after a cancellation."""
-
-    def __init__(self, cancelled: asyncio.CancelledError) -> None:
-        super().__init__("abandoned after a cancellation")
-        self.cancelled = cancelled
+OnAbandon = Callable[[str, asyncio.CancelledError], Awaitable[None]]
 
 
 class _StandIn:
-    """What the task waits on instead of ``future``; it refuses cancel()."""
+    """What the task waits on instead of ``future``; it refuses cancel().
 
-    __slots__ = ("_asyncio_future_blocking", "future", "guard")
+    asyncio's Task needs only these of a future it waits on: the flag, the
+    loop, ``add_done_callback`` (given the future's own, it calls back with
+    the future itself) and ``cancel``.
+    """
 
-    def __init__(self, future: Any, guard: _Guard) -> None:
+    __slots__ = ("_asyncio_future_blocking", "add_done_callback", "get_loop", "guard")
+
+    def __init__(self, future: Any, guard: RunToEnd) -> None:
         self._asyncio_future_blocking = True
-        self.future = future
+        self.get_loop = future.get_loop
+        self.add_done_callback = future.add_done_callback
         self.guard = guard
-
-    def get_loop(self) -> asyncio.AbstractEventLoop:
-        return self.future.get_loop()  # type: ignore[no-any-return]
-
-    def add_done_callback(
-        self, fn: Callable[[Any], object], *, context: Any = None
-    ) -> None:
-        self.future.add_done_callback(fn, context=context)
-
-    def remove_done_callback(self, fn: Callable[[Any], object]) -> int:
-        return self.future.remove_done_callback(fn)  # type: ignore[no-any-return]
-
-    def done(self) -> bool:
-        return bool(self.future.done())
-
-    def result(self) -> Any:
-        return self.future.result()
 
     def cancel(self, msg: Any = None) -> bool:
         self.guard.cancel_requested()
         return False  # the task delivers the cancellation once we are done
 
 
-class _Guard:
-    """The state of one :func:`run_to_end`: deferred cancellation, grace timer."""
+class RunToEnd:
+    """Await an operation to its end; the result is the deferred cancellation.
 
-    __slots__ = ("cancelled", "expired", "grace", "timer", "waiting_on")
+    ``await RunToEnd(operation, grace, on_abandon, label)`` returns the
+    cancellation that arrived while ``operation`` ran (None if none did);
+    the operation's own exception propagates (a deferred cancellation is then
+    requested again, for the task's next await, so that it is not lost).
+    Past ``grace`` seconds after a cancellation the operation is closed and
+    ``await on_abandon(label, cancellation)`` runs, then the cancellation
+    is raised.
+    """
 
-    def __init__(self, grace: float) -> None:
+    # Set only when needed: most operations meet no cancellation at all.
+    cancelled: asyncio.CancelledError | None = None
+    expired = False
+    timer: asyncio.TimerHandle | None = None
+    waiting_on: Any = None
+
+    def __init__(
+        self, awaitable: Awaitable[Any], grace: float, on_abandon: OnAbandon, label: str
+    ) -> None:
+        self.awaitable = awaitable
         self.grace = grace
-        self.cancelled: asyncio.CancelledError | None = None
-        self.expired = False
-        self.timer: asyncio.TimerHandle | None = None
-        self.waiting_on: Any = None
+        self.on_abandon = on_abandon
+        self.label = label
 
     def cancel_requested(self) -> None:
         if self.timer is None:
@@ -91,85 +90,54 @@ class _Guard:
             # Wake the task up: it abandons the operation.
             self.waiting_on.cancel()
 
-    def stop(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
+    def __await__(self) -> Generator[Any, Any, asyncio.CancelledError | None]:
+        awaitable = self.awaitable
+        # A coroutine is stepped directly (its __await__() wrapper costs a call).
+        it = awaitable if type(awaitable) is CoroutineType else awaitable.__await__()
+        value: Any = None
+        error: BaseException | None = None
+        try:
+            while not self.expired:
+                try:
+                    yielded = it.send(value) if error is None else it.throw(error)
+                except StopIteration:
+                    return self.cancelled
+                except BaseException:
+                    self.redeliver()
+                    raise
+                value = error = None
+                if type(yielded) is Future or getattr(
+                    yielded, "_asyncio_future_blocking", None
+                ):
+                    self.waiting_on = yielded
+                    yielded = _StandIn(yielded, self)
+                try:
+                    value = yield yielded
+                except asyncio.CancelledError as exc:
+                    future = self.waiting_on
+                    if future is not None and future.cancelled() and not self.expired:
+                        error = exc  # the operation's own future was cancelled
+                    else:
+                        # The task's cancellation, deferred: resume the
+                        # operation as if nothing happened (its future is done).
+                        self.cancelled = self.cancelled or exc
+                        self.cancel_requested()
+                except BaseException as exc:
+                    error = exc
+        finally:
+            if self.timer is not None:
+                self.timer.cancel()
+        it.close()
+        assert self.cancelled is not None
+        yield from self.on_abandon(self.label, self.cancelled).__await__()
+        raise self.cancelled
 
-
-def _run(awaitable: Awaitable[T], guard: _Guard) -> Generator[Any, Any, T]:
-    it = awaitable.__await__()
-    value: Any = None
-    error: BaseException | None = None
-    try:
-        while True:
-            if guard.expired:
-                it.close()
-                assert guard.cancelled is not None
-                raise Abandoned(guard.cancelled)
-            try:
-                yielded = it.send(value) if error is None else it.throw(error)
-            except StopIteration as stop:
-                return stop.value  # type: ignore[no-any-return]
-            value = error = None
-            if getattr(yielded, "_asyncio_future_blocking", None):
-                guard.waiting_on = yielded
-                yielded = _StandIn(yielded, guard)
-            try:
-                value = yield yielded
-            except asyncio.CancelledError as exc:
-                future = guard.waiting_on
-                if future is not None and future.cancelled() and not guard.expired:
-                    error = exc  # the operation's own future was cancelled
-                else:
-                    # The task's cancellation, deferred: resume the operation
-                    # as if nothing happened (its future is done).
-                    guard.cancelled = guard.cancelled or exc
-                    guard.cancel_requested()
-            except BaseException as exc:
-                error = exc
-            finally:
-                guard.waiting_on = None
-    finally:
-        guard.stop()
-
-
-async def run_to_end(
-    awaitable: Awaitable[T], grace: float
-) -> tuple[T, asyncio.CancelledError | None]:
-    """Await ``awaitable`` to its end in this task, even if it is cancelled.
-
-    Return its result and the cancellation that arrived meanwhile (None if
-    none did), for the caller to raise once it has recorded the outcome. If
-    the awaitable raises while a cancellation is deferred, its exception
-    propagates and the cancellation is requested again, to be delivered at
-    the task's next await. Raise :class:`Abandoned` if it has not finished
-    ``grace`` seconds after the first cancellation (it is then closed).
-    """
-    guard = _Guard(grace)
-    try:
-        result = await _Awaiter(awaitable, guard)
-    except Abandoned:
-        raise
-    except BaseException:
-        if guard.cancelled is not None:
+    def redeliver(self) -> None:
+        """Request a deferred cancellation again, for the task's next await."""
+        if self.cancelled is not None:
             task = asyncio.current_task()
             if task is not None:
                 # Keep the count of requests as it was (asyncio.timeout
-                # relies on it), and deliver it at the next await.
+                # relies on it).
                 task.uncancel()
-                task.cancel(*guard.cancelled.args)
-        raise
-    return result, guard.cancelled
-
-
-class _Awaiter:
-    """Make the generator of :func:`_run` awaitable."""
-
-    __slots__ = ("awaitable", "guard")
-
-    def __init__(self, awaitable: Awaitable[Any], guard: _Guard) -> None:
-        self.awaitable = awaitable
-        self.guard = guard
-
-    def __await__(self) -> Generator[Any, Any, Any]:
-        return _run(self.awaitable, self.guard)
+                task.cancel(*self.cancelled.args)

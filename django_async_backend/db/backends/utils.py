@@ -15,10 +15,12 @@ import functools
 import inspect
 from collections.abc import AsyncIterator, Callable, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, cast
 
 from asgiref.sync import markcoroutinefunction
 from django.db.backends.utils import CursorDebugWrapper
+
+from django_async_backend.utils.compat import running_task
 
 if TYPE_CHECKING:
     from django_async_backend.db.backends.base.base import BaseAsyncDatabaseWrapper
@@ -37,13 +39,26 @@ def task_bound(method: F) -> F:
 
     @functools.wraps(method)
     def checked(self: Any, /, *args: Any, **kwargs: Any) -> Any:
-        self.validate_task_sharing()
+        owner = self.owner
+        if owner is None or owner is not running_task():
+            self.validate_task_sharing()
         return method(self, *args, **kwargs)
 
     if inspect.iscoroutinefunction(method):
         markcoroutinefunction(checked)
     checked.task_bound = True  # type: ignore[attr-defined]
     return cast(F, checked)
+
+
+def reraise(db: Any, error: BaseException) -> NoReturn:
+    """Raise a driver error as Django's (``db.wrap_database_errors``), chained.
+
+    Called from an ``except`` clause: the same mapping as ``with
+    db.wrap_database_errors:``, without its cost on the path that does not
+    fail.
+    """
+    db.wrap_database_errors.__exit__(type(error), error, error.__traceback__)
+    raise error
 
 
 class AsyncCursorWrapper:
@@ -70,13 +85,16 @@ class AsyncCursorWrapper:
             await self.close()
 
     def _require_open(self) -> Any:
-        self.db.validate_task_sharing()
-        if self.cursor is None:
-            raise RuntimeError(
-                "This cursor is not open: use `async with connection.cursor() "
-                "as cursor:` before executing queries."
-            )
-        return self.cursor
+        """The driver cursor, if open and driven by the connection's owner."""
+        cursor = self.cursor
+        if cursor is None or self.db.owner is not running_task():
+            self.db.validate_task_sharing()
+            if cursor is None:
+                raise RuntimeError(
+                    "This cursor is not open: use `async with "
+                    "connection.cursor() as cursor:` before executing queries."
+                )
+        return cursor
 
     @property
     def rowcount(self) -> int:
@@ -101,15 +119,34 @@ class AsyncCursorWrapper:
         cursor = self.cursor
         if cursor is None:
             return
-        if not self.db.owned_by_current_task():
-            self.db.close_cursor_later(cursor)
+        db = self.db
+        if db.owner is not running_task() and not db.owned_by_current_task():
+            db.close_cursor_later(cursor)
             return
-        self.db.forget_cursor(cursor)
-        with self.db.wrap_database_errors:
+        if self.name:
+            db.forget_cursor(cursor)
+        try:
             await cursor.close()
+        except self.db.Database.Error as error:
+            reraise(self.db, error)
 
     async def execute(self, sql: Any, params: Params = None) -> AsyncCursorWrapper:
-        await self._execute_with_wrappers(sql, params, False, self._execute)
+        db = self.db
+        if db.execute_wrappers:
+            await self._execute_with_wrappers(sql, params, False, self._execute)
+            return self
+        # The usual case, without wrappers: _execute() inlined (it is hot).
+        cursor = self.cursor
+        if cursor is None or db.owner is not running_task():
+            cursor = self._require_open()
+        db.validate_no_broken_transaction()
+        try:
+            if params is None:
+                await cursor.execute(sql)
+            else:
+                await cursor.execute(sql, params)
+        except db.Database.Error as error:
+            reraise(db, error)
         return self
 
     async def executemany(
@@ -135,31 +172,44 @@ class AsyncCursorWrapper:
     async def _execute(self, sql: Any, params: Params, *ignored: Any) -> None:
         cursor = self._require_open()
         self.db.validate_no_broken_transaction()
-        with self.db.wrap_database_errors:
+        try:
             if params is None:
                 await cursor.execute(sql)
             else:
                 await cursor.execute(sql, params)
+        except self.db.Database.Error as error:
+            reraise(self.db, error)
 
     async def _executemany(
         self, sql: Any, param_list: Sequence[Params], *ignored: Any
     ) -> None:
         cursor = self._require_open()
         self.db.validate_no_broken_transaction()
-        with self.db.wrap_database_errors:
+        try:
             await cursor.executemany(sql, param_list)
+        except self.db.Database.Error as error:
+            reraise(self.db, error)
 
     async def fetchone(self) -> Any:
-        with self.db.wrap_database_errors:
-            return await self._require_open().fetchone()
+        cursor = self.cursor
+        if cursor is None or self.db.owner is not running_task():
+            cursor = self._require_open()
+        try:
+            return await cursor.fetchone()
+        except self.db.Database.Error as error:
+            reraise(self.db, error)
 
     async def fetchmany(self, size: int = 0) -> list[Any]:
-        with self.db.wrap_database_errors:
+        try:
             return cast(list[Any], await self._require_open().fetchmany(size))
+        except self.db.Database.Error as error:
+            reraise(self.db, error)
 
     async def fetchall(self) -> list[Any]:
-        with self.db.wrap_database_errors:
+        try:
             return cast(list[Any], await self._require_open().fetchall())
+        except self.db.Database.Error as error:
+            reraise(self.db, error)
 
     async def __aiter__(self) -> AsyncIterator[Any]:
         cursor = self._require_open()

@@ -4,9 +4,9 @@
 ``Atomic.__exit__`` (``django/db/transaction.py``, whose docstring explains
 the algorithm) line by line, written as generators: where Django calls a
 connection method that talks to the server (``commit()``,
-``savepoint_rollback(sid)``, ``set_autocommit(True)`` ...), they yield a
-:class:`Call` naming it, and get back its result, or its exception thrown in
-at that very line. So the whole protocol, Django's error ladder included (a
+``savepoint_rollback(sid)``, ``set_autocommit(True)`` ...), they yield that
+method's coroutine, not started, and get back its result, or its exception
+thrown in at that very line. So the whole protocol, Django's error ladder included (a
 failed commit rolls back, a failed rollback closes the connection, the
 user's exception is never shadowed), reads in one place, and
 ``AsyncAtomic`` (``db/transaction.py``) is a shell that awaits the calls, as
@@ -22,14 +22,14 @@ only after the statement's outcome is known, like any other exception.
 
 from __future__ import annotations
 
-from collections.abc import Generator, Mapping
+from collections.abc import Coroutine, Generator, Mapping
 from contextvars import ContextVar
 from types import MappingProxyType
-from typing import Any, NamedTuple
+from typing import Any
 
 from django.db import DatabaseError, Error
 
-__all__ = ["Call", "enter", "exit", "held_aliases"]
+__all__ = ["Plan", "enter", "exit", "held_aliases"]
 
 # The aliases whose transaction a block opened in this context, each with the
 # wrapper that holds it. A task inherits the value its creator had: that is
@@ -40,14 +40,8 @@ held_aliases: ContextVar[Mapping[str, Any]] = ContextVar(
 )
 
 
-class Call(NamedTuple):
-    """A coroutine method of the connection that the block needs awaited."""
-
-    name: str
-    args: tuple[Any, ...] = ()
-
-
-Plan = Generator[Call, Any, None]
+# Yields the coroutines of connection methods, for the caller to await.
+Plan = Generator[Coroutine[Any, Any, Any], Any, None]
 
 
 def enter(connection: Any, atomic: Any) -> Plan:
@@ -64,7 +58,11 @@ def enter(connection: Any, atomic: Any) -> Plan:
         # Reset state when entering an outermost atomic block.
         connection.commit_on_exit = True
         connection.needs_rollback = False
-        if not (yield Call("get_autocommit")):
+        # Django: `if not connection.get_autocommit():`, without its await
+        # when connected.
+        if connection.connection is None or connection.connection.closed:
+            yield connection.ensure_connection()
+        if not connection.autocommit:
             # Pretend we're already in an atomic block to bypass the code
             # that disables autocommit to enter a transaction, and make a
             # note to deal with this case in exit().
@@ -77,7 +75,7 @@ def enter(connection: Any, atomic: Any) -> Plan:
         # to be rolled back.
         if atomic.savepoint and not connection.needs_rollback:
             try:
-                sid = yield Call("savepoint")
+                sid = yield connection.savepoint()
             except DatabaseError:
                 # A failed SAVEPOINT aborts the transaction: the enclosing
                 # block must roll back rather than send a COMMIT.
@@ -88,20 +86,23 @@ def enter(connection: Any, atomic: Any) -> Plan:
             connection.savepoint_ids.append(None)
     else:
         try:
-            yield Call("set_autocommit", (False, True))
+            yield connection.set_autocommit(
+                False, force_begin_transaction_with_broken_autocommit=True
+            )
         except BaseException:
             if connection.connection is not None and not connection.autocommit:
                 # It was turned off before the cancellation landed: turn it
                 # back on, or the task's next block is a manual transaction.
-                yield Call("set_autocommit", (True,))
+                yield connection.set_autocommit(True)
             raise
         connection.in_atomic_block = True
 
     if connection.in_atomic_block:
         connection.atomic_blocks.append(atomic)
         if len(connection.atomic_blocks) == 1:
+            # A new mapping each time (never mutated): tasks copy the context.
             connection.atomic_token = held_aliases.set(
-                MappingProxyType({**held_aliases.get(), connection.alias: connection})
+                {**held_aliases.get(), connection.alias: connection}
             )
 
 
@@ -133,13 +134,13 @@ def exit(connection: Any, atomic: Any, failed: bool) -> Plan:
                 # Release savepoint if there is one
                 if sid is not None:
                     try:
-                        yield Call("savepoint_commit", (sid,))
+                        yield connection.savepoint_commit(sid)
                     except DatabaseError:
                         try:
-                            yield Call("savepoint_rollback", (sid,))
+                            yield connection.savepoint_rollback(sid)
                             # The savepoint won't be reused. Release it to
                             # minimize overhead for the database server.
-                            yield Call("savepoint_commit", (sid,))
+                            yield connection.savepoint_commit(sid)
                         except Error:
                             # If rolling back to a savepoint fails, mark for
                             # rollback at a higher level and avoid shadowing
@@ -149,14 +150,14 @@ def exit(connection: Any, atomic: Any, failed: bool) -> Plan:
             else:
                 # Commit transaction
                 try:
-                    yield Call("commit")
+                    yield connection.commit()
                 except DatabaseError:
                     try:
-                        yield Call("rollback")
+                        yield connection.rollback()
                     except Error:
                         # An error during rollback means that something
                         # went wrong with the connection. Drop it.
-                        yield Call("close")
+                        yield connection.close()
                     raise
         else:
             # This flag will be set to True again if there isn't a savepoint
@@ -169,10 +170,10 @@ def exit(connection: Any, atomic: Any, failed: bool) -> Plan:
                     connection.needs_rollback = True
                 else:
                     try:
-                        yield Call("savepoint_rollback", (sid,))
+                        yield connection.savepoint_rollback(sid)
                         # The savepoint won't be reused. Release it to
                         # minimize overhead for the database server.
-                        yield Call("savepoint_commit", (sid,))
+                        yield connection.savepoint_commit(sid)
                     except Error:
                         # If rolling back to a savepoint fails, mark for
                         # rollback at a higher level and avoid shadowing
@@ -181,11 +182,11 @@ def exit(connection: Any, atomic: Any, failed: bool) -> Plan:
             else:
                 # Roll back transaction
                 try:
-                    yield Call("rollback")
+                    yield connection.rollback()
                 except Error:
                     # An error during rollback means that something
                     # went wrong with the connection. Drop it.
-                    yield Call("close")
+                    yield connection.close()
 
     finally:
         # Outermost block exit when autocommit was enabled.
@@ -193,7 +194,7 @@ def exit(connection: Any, atomic: Any, failed: bool) -> Plan:
             if connection.closed_in_transaction:
                 connection.connection = None
             else:
-                yield Call("set_autocommit", (True,))
+                yield connection.set_autocommit(True)
         # Outermost block exit when autocommit was disabled.
         elif not connection.savepoint_ids and not connection.commit_on_exit:
             if connection.closed_in_transaction:
@@ -212,4 +213,4 @@ def forget_held_alias(connection: Any) -> None:
     except ValueError:  # set in another context (a test case's class set-up)
         held = dict(held_aliases.get())
         held.pop(connection.alias, None)
-        held_aliases.set(MappingProxyType(held))
+        held_aliases.set(held)

@@ -32,6 +32,7 @@ from django_async_backend.db.backends.utils import (
     AsyncCursorWrapper,
     task_bound,
 )
+from django_async_backend.utils.compat import running_task
 from django_async_backend.utils.loops import loop_state
 
 logger = logging.getLogger("django.db.backends.base")
@@ -251,7 +252,7 @@ class BaseAsyncDatabaseWrapper(TransactionMixin):
 
     def owned_by_current_task(self) -> bool:
         """Tell whether the running task may drive the connection."""
-        return self.owner is None or self.owner is asyncio.current_task()
+        return self.owner is None or self.owner is running_task()
 
     def close_cursor_later(self, cursor: Any) -> None:
         """Have the owner close ``cursor`` at its next use (or at release)."""
@@ -390,6 +391,9 @@ class BaseAsyncDatabaseWrapper(TransactionMixin):
 
     def validate_task_sharing(self) -> None:
         """Refuse to be driven by a task other than the one that owns us."""
+        owner = self.owner
+        if owner is not None and owner is running_task():
+            return  # the usual case, first
         if self.owner is None and asyncio.current_task() is None:
             # Released from the done-callback of the task that used it.
             return

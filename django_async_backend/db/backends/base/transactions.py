@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, cast
 
 from asgiref.sync import iscoroutinefunction
@@ -21,9 +21,9 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.utils import debug_transaction
 from django.db.transaction import TransactionManagementError
 
-from django_async_backend.db.backends.utils import task_bound
+from django_async_backend.db.backends.utils import reraise, task_bound
 from django_async_backend.utils.bridge import in_bridge, run_native
-from django_async_backend.utils.cancellation import Abandoned, run_to_end
+from django_async_backend.utils.cancellation import RunToEnd
 
 logger = logging.getLogger("django.db.backends.base")
 
@@ -42,6 +42,8 @@ class TransactionMixin:
     alias: str
     settings_dict: dict[str, Any]
     errors_occurred: bool
+    health_check_enabled: bool
+    health_check_done: bool
 
     get_rollback = _django.get_rollback
     set_rollback = _django.set_rollback
@@ -97,13 +99,22 @@ class TransactionMixin:
 
     async def _commit(self) -> None:
         if self.connection is not None:
-            with debug_transaction(self, "COMMIT"), self.wrap_database_errors:
-                await self.connection.commit()
+            await self._send("COMMIT", self.connection.commit)
 
     async def _rollback(self) -> None:
         if self.connection is not None:
-            with debug_transaction(self, "ROLLBACK"), self.wrap_database_errors:
-                await self.connection.rollback()
+            await self._send("ROLLBACK", self.connection.rollback)
+
+    async def _send(self, sql: str, operation: Callable[[], Awaitable[Any]]) -> None:
+        """Run a driver call, logged as ``sql`` when queries are logged."""
+        try:
+            if self.queries_logged:
+                with debug_transaction(self, sql):
+                    await operation()
+            else:
+                await operation()
+        except self.Database.Error as error:
+            reraise(self, error)
 
     async def _set_autocommit(self, autocommit: bool) -> None:
         raise NotImplementedError
@@ -130,6 +141,8 @@ class TransactionMixin:
         await self._execute_control(self.ops.savepoint_commit_sql(sid))
 
     wrap_database_errors: Any  # set by the wrapper
+    Database: Any
+    queries_logged: bool
 
     # ##### Transaction-control statements #####
 
@@ -137,9 +150,9 @@ class TransactionMixin:
     # after the task was cancelled; then the connection is closed.
     cancel_grace = 5.0
 
-    async def _control(
+    def _control(
         self, operation: Coroutine[Any, Any, Any], statement: str
-    ) -> asyncio.CancelledError | None:
+    ) -> Awaitable[asyncio.CancelledError | None]:
         """Run a transaction-control statement to its end, whatever happens.
 
         The one place that decides what an interrupted COMMIT, ROLLBACK,
@@ -147,33 +160,31 @@ class TransactionMixin:
         and for Django's ``Atomic`` run natively alike:
 
         * a cancellation that arrives while the statement runs is deferred
-          until it has finished, so that its outcome is known; it is returned
-          for the caller to record the outcome and then raise it;
+          until it has finished, so that its outcome is known; awaiting
+          returns it, for the caller to record the outcome and then raise it;
         * a statement that does not finish within ``cancel_grace`` seconds of
-          the cancellation is given up: the connection is closed, the
-          outcome is unknown, and the cancellation is raised saying so.
+          the cancellation is given up (:meth:`_give_up`).
         """
-        try:
-            _, cancelled = await run_to_end(operation, self.cancel_grace)
-        except Abandoned as abandoned:
-            if self.connection is not None:
-                await self.connection.close()
-            await self.close()
-            outcome = (
-                "the transaction's outcome is unknown (it may have committed), "
-                "and its on_commit callbacks were not run"
-                if statement == "COMMIT"
-                else "the server rolls the transaction back"
-            )
-            message = (
-                f"{statement} on {self.alias!r} did not finish within "
-                f"{self.cancel_grace:g} s of the task's cancellation: the "
-                f"connection was closed, so {outcome}."
-            )
-            logger.warning(message)
-            abandoned.cancelled.add_note(message)
-            raise abandoned.cancelled from None
-        return cancelled
+        return RunToEnd(operation, self.cancel_grace, self._give_up, statement)
+
+    async def _give_up(self, statement: str, cancelled: BaseException) -> None:
+        """Close the connection under a statement that does not finish."""
+        if self.connection is not None:
+            await self.connection.close()
+        await self.close()
+        outcome = (
+            "the transaction's outcome is unknown (it may have committed), "
+            "and its on_commit callbacks were not run"
+            if statement == "COMMIT"
+            else "the server rolls the transaction back"
+        )
+        message = (
+            f"{statement} on {self.alias!r} did not finish within "
+            f"{self.cancel_grace:g} s of the task's cancellation: the "
+            f"connection was closed, so {outcome}."
+        )
+        logger.warning(message)
+        cancelled.add_note(message)
 
     def _lost_during(self, statement: str, error: BaseException) -> None:
         """Say so when the connection broke during a COMMIT (outcome unknown)."""
@@ -192,7 +203,8 @@ class TransactionMixin:
     @task_bound
     async def get_autocommit(self) -> bool:
         """Get the autocommit state."""
-        await self.ensure_connection()
+        if self.connection is None or self.connection.closed:
+            await self.ensure_connection()
         return self.autocommit
 
     @task_bound
@@ -212,17 +224,21 @@ class TransactionMixin:
             # A new connection starts in that mode; don't open one for it.
             self.autocommit = autocommit
             return
-        await self.close_if_health_check_failed()
-        await self.ensure_connection()
-        if autocommit:
-            cancelled = await self._control(self._set_autocommit(True), "autocommit")
+        if self.health_check_enabled and not self.health_check_done:
+            await self.close_if_health_check_failed()
+        if self.connection is None or self.connection.closed:
+            await self.ensure_connection()
+        statement = "autocommit" if autocommit else "BEGIN"
+        switch = self._control(self._set_autocommit(autocommit), statement)
+        if autocommit or not self.queries_logged:
+            cancelled = await switch
         else:
             with debug_transaction(self, "BEGIN"):
-                cancelled = await self._control(self._set_autocommit(False), "BEGIN")
+                cancelled = await switch
         self.autocommit = autocommit
         if autocommit and self.run_commit_hooks_on_set_autocommit_on:
             self.run_commit_hooks_on_set_autocommit_on = False
-            await self.run_and_clear_commit_hooks()
+            await self._run_and_clear_commit_hooks()
         if cancelled is not None:
             raise cancelled
 
@@ -272,7 +288,8 @@ class TransactionMixin:
 
         Return None if savepoints are not supported or in autocommit mode.
         """
-        await self.ensure_connection()
+        if self.connection is None or self.connection.closed:
+            await self.ensure_connection()
         if not self._savepoint_allowed():
             return None
         sid = self.next_savepoint_id()
@@ -336,6 +353,9 @@ class TransactionMixin:
         callback that is running, as to any code; the other callbacks are
         still called (the transaction did commit), then it propagates.
         """
+        await self._run_and_clear_commit_hooks()
+
+    async def _run_and_clear_commit_hooks(self) -> None:
         self.validate_no_atomic_block()
         current_run_on_commit = self.run_on_commit
         self.run_on_commit = []

@@ -27,7 +27,7 @@ from psycopg.pq import Format, TransactionStatus
 from django_async_backend.db.backends.base.base import BaseAsyncDatabaseWrapper
 from django_async_backend.db.backends.postgresql.pool import get_pool
 from django_async_backend.db.backends.postgresql.types import register_type_handlers
-from django_async_backend.db.backends.utils import task_bound
+from django_async_backend.db.backends.utils import reraise, task_bound
 from django_async_backend.utils.bridge import await_, in_bridge
 from django_async_backend.utils.loops import open_shielded, shielded
 
@@ -231,19 +231,22 @@ class AsyncDatabaseWrapper(BaseAsyncDatabaseWrapper):
         connection = self.connection
         if connection is None or self.queries_logged or self.execute_wrappers:
             return await super()._execute_control(sql)
-        self.validate_task_sharing()
         self.validate_no_broken_transaction()
         cursor = self._control_cursor
         if cursor is None or cursor.connection is not connection:
             cursor = self._control_cursor = connection.cursor()
-        with self.wrap_database_errors:
+        try:
             await cursor.execute(sql)
+        except psycopg.Error as error:
+            reraise(self, error)
 
     async def _set_autocommit(self, autocommit: bool) -> None:
         connection = self.connection
         if connection.autocommit != autocommit:  # e.g. not for a pool checkout
-            with self.wrap_database_errors:
+            try:
                 await connection.set_autocommit(autocommit)
+            except psycopg.Error as error:
+                reraise(self, error)
 
     def transaction_is_open(self) -> bool:
         connection = self.connection
