@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import time
 import unittest
 import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from typing import TYPE_CHECKING, Any
 from unittest import mock
 
@@ -38,6 +39,7 @@ from django_async_backend.db import async_connections
 from django_async_backend.db.transaction import async_atomic
 from django_async_backend.utils.loops import loop_state
 from support import (
+    expected_logs,
     idle_in_transaction,
     outside,
     poll,
@@ -47,6 +49,29 @@ from support import (
 )
 
 SLEEP = "SELECT pg_sleep(5)"
+# What psycopg logs, on purpose, in some scenarios: a pool discarding a dead
+# connection given back, psycopg closing one whose query cancellation was
+# itself interrupted.
+DISCARDED = "discarding closed connection"
+INTERRUPTED = "query cancellation interrupted"
+
+
+def expects_logs(
+    *kinds: str,
+) -> Callable[[Callable[[Any], Awaitable[None]]], Callable[[Any], Awaitable[None]]]:
+    """Capture psycopg's warnings of ``kinds`` during the test (others fail it)."""
+
+    def decorate(
+        test: Callable[[Any], Awaitable[None]],
+    ) -> Callable[[Any], Awaitable[None]]:
+        @functools.wraps(test)
+        async def run(self: Any) -> None:
+            with expected_logs("psycopg", *kinds):
+                await test(self)
+
+        return run
+
+    return decorate
 
 
 def committed_names() -> list[str]:
@@ -420,6 +445,7 @@ class CancellationScenarios(_TestCase):
             )
             self.assertTrue(await poll(self.no_idle_in_transaction))
 
+    @expects_logs(DISCARDED, INTERRUPTED)
     async def test_repeated_cancellation_during_cleanup(self) -> None:
         """Cancel again and again, also while the block rolls back.
 
@@ -732,6 +758,7 @@ class CancellationScenarios(_TestCase):
         self.assertEqual(committed_names(), ["next"])
         await self.assert_pool_is_whole()
 
+    @expects_logs(DISCARDED)
     async def test_lost_connection_mid_transaction(self) -> None:
         with self.assertRaises(OperationalError) as ctx:
             async with async_atomic(using=self.alias):
@@ -750,6 +777,7 @@ class CancellationScenarios(_TestCase):
         self.assertEqual(committed_names(), ["next"])
         await self.assert_pool_is_whole()
 
+    @expects_logs(DISCARDED)
     async def test_lost_connection_in_nested_savepoint(self) -> None:
         with self.assertRaises(OperationalError):
             async with async_atomic(using=self.alias):
@@ -764,6 +792,7 @@ class CancellationScenarios(_TestCase):
         self.assertEqual(committed_names(), ["next"])
         await self.assert_pool_is_whole()
 
+    @expects_logs(DISCARDED)
     async def test_lost_connection_caught_inside_the_block(self) -> None:
         # Swallowing the errors doesn't let the block pretend to commit: its
         # COMMIT fails on the dead session, as with stock Django.
@@ -781,6 +810,7 @@ class CancellationScenarios(_TestCase):
         self.assertEqual(committed_names(), ["next"])
         await self.assert_pool_is_whole()
 
+    @expects_logs(DISCARDED)
     async def test_lost_connection_before_commit(self) -> None:
         """The session dies between the last query and the COMMIT."""
         with self.assertRaises(OperationalError):

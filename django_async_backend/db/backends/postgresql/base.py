@@ -259,7 +259,7 @@ class AsyncDatabaseWrapper(BaseAsyncDatabaseWrapper):
         if self._pool is not None:
             pool, self._pool = self._pool, None
             # Shielded: an interrupted putconn() would strand a pool slot.
-            await shielded(pool.putconn(connection))
+            await shielded(_return_to_pool(pool, connection))
         else:
             # Never suspends: it only closes the socket.
             await connection.close()
@@ -300,3 +300,20 @@ class AsyncDatabaseWrapper(BaseAsyncDatabaseWrapper):
 
 async def _close(connection: Any) -> None:
     await connection.close()
+
+
+async def _return_to_pool(pool: Any, connection: Any) -> None:
+    """Give ``connection`` back, its transaction (if any) rolled back first.
+
+    A connection closed inside a block (Django's close() there) still has
+    the transaction open: roll it back here rather than make the pool clean
+    up after us (it would warn about it).
+    """
+    status = connection.info.transaction_status
+    if not connection.closed and status in (
+        TransactionStatus.INTRANS,
+        TransactionStatus.INERROR,
+    ):
+        with contextlib.suppress(psycopg.Error):
+            await connection.rollback()
+    await pool.putconn(connection)
