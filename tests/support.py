@@ -39,6 +39,7 @@ from psycopg import sql as pgsql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 __all__ = [
+    "close_everything",
     "count_sessions",
     "ensure_test_tables",
     "expected_logs",
@@ -346,6 +347,17 @@ async def poll(check: Callable[[], object], attempts: int = 250) -> bool:
             return True
         await asyncio.sleep(0.02)
     return bool(check())
+
+
+async def close_everything() -> None:
+    """Close what the event loop's shutdown would: the task's connections,
+    the parked ones and the loop's pools (``close_all()`` leaves pools open,
+    since other tasks may use them)."""
+    from django_async_backend.db import async_connections
+    from django_async_backend.utils.loops import loop_state
+
+    await async_connections.close_all()
+    await loop_state().close_pools()
 
 
 async def settle_background() -> None:

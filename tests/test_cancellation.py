@@ -899,9 +899,10 @@ class PooledCancellationTests(CancellationScenarios, unittest.IsolatedAsyncioTes
 
         async def hold(held: asyncio.Event) -> None:
             async with async_connections.independent_connection():
-                await backend_pid(self.conn())
-                held.set()
-                await release.wait()
+                async with self.conn().hold():
+                    await backend_pid(self.conn())
+                    held.set()
+                    await release.wait()
 
         holding = [asyncio.create_task(hold(event)) for event in holders]
         for event in holders:

@@ -75,7 +75,7 @@ async def in_new_task(alias: str) -> tuple[int, int]:
 class FaultTestCase(FaultRows, unittest.IsolatedAsyncioTestCase):
     async def asyncTearDown(self) -> None:
         await settle_background()
-        await async_connections.close_all()
+        await support.close_everything()
         self.assertTrue(
             await poll(lambda: support.count_sessions(self.app) == 0),
             "sessions left behind",

@@ -63,10 +63,11 @@ class PoolFaultTestCase(FaultRows, unittest.IsolatedAsyncioTestCase):
 
 class ExhaustedPoolTests(PoolFaultTestCase):
     async def hold(self, holding: asyncio.Event, give_back: asyncio.Event) -> int:
-        pid = await backend_pid(async_connections[ALIAS])
-        holding.set()
-        await give_back.wait()
-        return pid  # the task ends: its connection goes back to the pool
+        async with async_connections[ALIAS].hold():
+            pid = await backend_pid(async_connections[ALIAS])
+            holding.set()
+            await give_back.wait()
+        return pid  # the connection goes back to the pool
 
     async def test_timeout_is_a_clear_operational_error(self) -> None:
         holding, give_back = asyncio.Event(), asyncio.Event()

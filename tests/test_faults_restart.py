@@ -21,7 +21,7 @@ from typing import Any
 
 from django.db import Error, OperationalError
 
-import support  # noqa: F401 - configures Django
+import support
 from cluster import Cluster, find_bindir
 from django_async_backend.db import async_connections
 from django_async_backend.db.transaction import async_atomic
@@ -165,7 +165,7 @@ class RestartUnderLoadTests(unittest.IsolatedAsyncioTestCase):
     async def check_nothing_left(self) -> None:
         self.assertTrue(await poll(lambda: self.idle_in_transaction() == 0))
         await settle_background()
-        await async_connections.close_all()
+        await support.close_everything()
         self.assertTrue(
             await poll(lambda: self.sessions() == 0),
             f"{self.sessions()} sessions left",

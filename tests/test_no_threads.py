@@ -98,13 +98,15 @@ async def exercise(test: unittest.TestCase, alias: str) -> None:
 
     async def independent() -> int:
         async with async_connections.independent_connection():
-            pid = await backend_pid(async_connections[alias])
             # Hold the connection until all three have one.
-            await all_connected.wait()
+            async with async_connections[alias].hold():
+                pid = await backend_pid(async_connections[alias])
+                await all_connected.wait()
             return pid
 
-    outer = await backend_pid(connection)
-    pids = await asyncio.gather(*(independent() for _ in range(3)))
+    async with connection.hold():  # (a pooled one would go back meanwhile)
+        outer = await backend_pid(connection)
+        pids = await asyncio.gather(*(independent() for _ in range(3)))
     test.assertEqual(len({outer, *pids}), 4)
 
     # A child task gets its own connection, released when it ends.

@@ -80,16 +80,21 @@ class PoolTests(unittest.IsolatedAsyncioTestCase):
             self.assertEqual(await backend_pid(connection), pid)
             self.assertIs(connection._pool, pool)
 
-    async def test_close_all_closes_the_pool(self) -> None:
+    async def test_close_all_keeps_the_pool_close_pool_closes_it(self) -> None:
         with pool_alias("pooled", self.app, min_size=2, max_size=2):
             connection = async_connections["pooled"]
-            await backend_pid(connection)
-            pool = connection._pool
+            async with connection.hold():
+                await backend_pid(connection)
+                pool = connection.pool
             self.assertTrue(await sessions_become(self.app, 2))
 
-            await async_connections.close_all()
+            await async_connections.close_all()  # other tasks may use the pool
+            self.assertFalse(pool.closed)
+            self.assertTrue(await sessions_become(self.app, 2))
 
+            await connection.close_pool()
             self.assertTrue(pool.closed)
+            self.assertIsNone(connection.pool)
             self.assertTrue(await sessions_become(self.app, 0))
 
     async def test_exhausted_pool_raises_then_serves_again(self) -> None:
@@ -98,10 +103,11 @@ class PoolTests(unittest.IsolatedAsyncioTestCase):
 
         async def hold() -> int:
             async with async_connections.independent_connection():
-                pid = await backend_pid(async_connections["tiny"])
-                holding.set()
-                await give_back.wait()
-                return pid
+                async with async_connections["tiny"].hold():
+                    pid = await backend_pid(async_connections["tiny"])
+                    holding.set()
+                    await give_back.wait()
+                    return pid
 
         async def use() -> int:
             return await backend_pid(async_connections["tiny"])

@@ -313,11 +313,15 @@ def entry_point_calls(
         "check_constraints": lambda: connection.check_constraints(),
     }
     for name, member in inspect.getmembers(type(connection)):
-        if name.startswith("_") or name in calls:
+        if name.startswith("_") or name in calls or name in HOOKS:
             continue
         if iscoroutinefunction(member) and _takes_no_arguments(member):
             calls[name] = getattr(connection, name)
     return calls
+
+
+# Django's backend hooks, called by an entry point (connect()) that checks.
+HOOKS = {"init_connection_state"}
 
 
 def _takes_no_arguments(function: Callable[..., Any]) -> bool:

@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import AsyncIterator, Collection
-from contextlib import asynccontextmanager
+from collections.abc import Collection
 from contextvars import ContextVar
 from typing import Any
 
@@ -28,7 +27,7 @@ from django_async_backend.db.backends.base.base import (
     BaseAsyncDatabaseWrapper,
     current_task,
 )
-from django_async_backend.utils.compat import running_task
+from django_async_backend.utils.compat import running_loop, task_of
 from django_async_backend.utils.loops import loop_state, shielded, start_eagerly
 
 
@@ -121,6 +120,28 @@ def _created_inside_block(alias: str, holder: Any) -> RuntimeError:
     )
 
 
+class IndependentConnection:
+    """``async with async_connections.independent_connection():`` (a class:
+    cheaper than a generator-based context manager, on a hot path)."""
+
+    __slots__ = ("handler", "held", "scope", "token")
+
+    def __init__(self, handler: AsyncConnectionHandler) -> None:
+        self.handler = handler
+
+    async def __aenter__(self) -> None:
+        self.scope = ConnectionScope(self.handler, current_task())
+        self.token = self.handler._scope.set(self.scope)
+        # Nothing in the block is created inside the surrounding transactions.
+        self.held = held_aliases.set({})
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        held_aliases.reset(self.held)
+        self.handler._scope.reset(self.token)
+        # Shielded: a second cancellation must not strand a connection.
+        await shielded(self.scope.release())
+
+
 @functools.cache
 def async_wrapper_class(engine: str) -> Any:
     """The ENGINE's AsyncDatabaseWrapper class, or None (imported once)."""
@@ -160,7 +181,7 @@ class AsyncConnectionHandler:
 
     def __getitem__(self, alias: str) -> BaseAsyncDatabaseWrapper:
         scope = self._scope.get()
-        if scope is not None and scope.owner is running_task():
+        if scope is not None and scope.owner is task_of(running_loop()):
             wrapper = scope.wrappers.get(alias)
             if wrapper is not None:
                 return wrapper  # the usual case, first
@@ -203,30 +224,24 @@ class AsyncConnectionHandler:
             return []
         return list(scope.wrappers.values())
 
-    @asynccontextmanager
-    async def independent_connection(self) -> AsyncIterator[None]:
+    def independent_connection(self) -> IndependentConnection:
         """Give the block fresh connections for every alias it uses.
 
-        The outer connections are restored afterwards; the block's own are
-        released (closed, or returned to the pool) when it exits.
+        ``async with async_connections.independent_connection():``. The outer
+        connections are restored afterwards; the block's own are released
+        (closed, or returned to the pool) when it exits.
         """
-        scope = ConnectionScope(self, current_task())
-        token = self._scope.set(scope)
-        # Nothing in the block is created inside the surrounding transactions.
-        held = held_aliases.set({})
-        try:
-            yield
-        finally:
-            held_aliases.reset(held)
-            self._scope.reset(token)
-            # Shielded: a second cancellation must not strand a connection.
-            await shielded(scope.release())
+        return IndependentConnection(self)
 
     async def close_all(self) -> None:
-        """Close this task's connections, the parked ones and the loop's pools."""
+        """Close this task's connections and the ones parked for reuse.
+
+        As Django's ``connections.close_all()``: a pooled connection goes back
+        to its pool, and no pool is closed, since other tasks use it. Pools
+        close when the event loop shuts down, or with
+        ``await async_connections[alias].close_pool()``.
+        """
         scope = self._scope.get()
         if scope is not None and scope.owner is asyncio.current_task():
             await scope.close_all()
-        state = loop_state()
-        await state.close_idle()
-        await state.close_pools()
+        await loop_state().close_idle()

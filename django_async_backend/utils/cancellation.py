@@ -32,27 +32,6 @@ __all__ = ["RunToEnd"]
 OnAbandon = Callable[[str, asyncio.CancelledError], Awaitable[None]]
 
 
-class _StandIn:
-    """What the task waits on instead of ``future``; it refuses cancel().
-
-    asyncio's Task needs only these of a future it waits on: the flag, the
-    loop, ``add_done_callback`` (given the future's own, it calls back with
-    the future itself) and ``cancel``.
-    """
-
-    __slots__ = ("_asyncio_future_blocking", "add_done_callback", "get_loop", "guard")
-
-    def __init__(self, future: Any, guard: RunToEnd) -> None:
-        self._asyncio_future_blocking = True
-        self.get_loop = future.get_loop
-        self.add_done_callback = future.add_done_callback
-        self.guard = guard
-
-    def cancel(self, msg: Any = None) -> bool:
-        self.guard.cancel_requested()
-        return False  # the task delivers the cancellation once we are done
-
-
 class RunToEnd:
     """Await an operation to its end; the result is the deferred cancellation.
 
@@ -63,6 +42,12 @@ class RunToEnd:
     Past ``grace`` seconds after a cancellation the operation is closed and
     ``await on_abandon(label, cancellation)`` runs, then the cancellation
     is raised.
+
+    The object is also the stand-in that the task waits on instead of each
+    future of the operation (one object, no allocation per wait): asyncio's
+    Task needs only the flag, ``get_loop``, ``add_done_callback`` (the
+    future's own, which calls back with the future itself) and ``cancel``,
+    which it refuses.
     """
 
     # Set only when needed: most operations meet no cancellation at all.
@@ -78,6 +63,11 @@ class RunToEnd:
         self.grace = grace
         self.on_abandon = on_abandon
         self.label = label
+
+    def cancel(self, msg: Any = None) -> bool:
+        """Refuse the task's cancellation while it waits: defer it."""
+        self.cancel_requested()
+        return False  # asyncio delivers it to the task once the future is done
 
     def cancel_requested(self) -> None:
         if self.timer is None:
@@ -109,8 +99,12 @@ class RunToEnd:
                 if type(yielded) is Future or getattr(
                     yielded, "_asyncio_future_blocking", None
                 ):
+                    # Stand in for the future (see the class docstring).
                     self.waiting_on = yielded
-                    yielded = _StandIn(yielded, self)
+                    self._asyncio_future_blocking = True
+                    self.get_loop = yielded.get_loop
+                    self.add_done_callback = yielded.add_done_callback
+                    yielded = self
                 try:
                     value = yield yielded
                 except asyncio.CancelledError as exc:

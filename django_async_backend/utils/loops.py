@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import sys
 import weakref
 from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Generator
@@ -38,6 +39,8 @@ class LoopState:
         # Background tasks (connection releases) kept alive until they finish.
         self.tasks: set[asyncio.Task[Any]] = set()
         self._keeper: AsyncGenerator[None, None] | None = None
+        # Closes the pools when asyncio cancels every task (keep_pools_closable).
+        self._pool_keeper: asyncio.Task[None] | None = None
 
     @property
     def hook_installed(self) -> bool:
@@ -83,28 +86,86 @@ class LoopState:
     async def close_pools(self) -> None:
         """Close the pools opened on this loop."""
         openings, self.pools = list(self.pools.values()), {}
+        self._stop_pool_keeper()
         for opening in openings:
-            try:
-                pool = await opening
-            except Exception:  # it never opened
-                continue
-            await _close_pool(pool)
+            await _close_opening(opening)
+
+    async def retire_pool(self, alias: str) -> None:
+        """Close the pool of ``alias``; the next use opens a new one.
+
+        Its connections in use are closed when given back, and a checkout
+        waiting on it gets its connection from the new pool.
+        """
+        opening = self.pools.pop(alias, None)
+        if not self.pools:
+            self._stop_pool_keeper()
+        if opening is not None:
+            await _close_opening(opening, retire=True)
+
+    def keep_pools_closable(self) -> None:
+        """Have the pools closed when asyncio cancels every task of the loop.
+
+        ``asyncio.run()`` (and ``asyncio.Runner``) cancel the remaining tasks
+        and wait for them before shutting async generators down. psycopg_pool
+        workers that were opening a connection swallow that cancellation
+        (and wait for their next job for ever): the loop would never get to
+        the shutdown hook. This task is cancelled with them and closes the
+        pools meanwhile, which stops the workers.
+        """
+        if self._pool_keeper is None or self._pool_keeper.done():
+            loop = asyncio.get_running_loop()
+            # A context of its own: nothing of the creating task's.
+            keeper = loop.create_task(
+                self._close_pools_when_cancelled(),
+                name="django_async_backend: closes the pools at loop shutdown",
+                context=contextvars.Context(),
+            )
+            # A loop closed without cancelling its tasks drops it silently,
+            # as it drops the pools.
+            keeper._log_destroy_pending = False  # type: ignore[attr-defined]
+            self._pool_keeper = keeper
+
+    async def _close_pools_when_cancelled(self) -> None:
+        try:
+            await asyncio.get_running_loop().create_future()
+        finally:
+            if self._pool_keeper is asyncio.current_task():
+                self._pool_keeper = None
+                await self.close_pools()
+
+    def _stop_pool_keeper(self) -> None:
+        """No pool left: the keeper has nothing to close (it exits quietly)."""
+        keeper, self._pool_keeper = self._pool_keeper, None
+        if keeper is not None and keeper is not asyncio.current_task():
+            keeper.cancel()
+
+
+async def _close_opening(opening: asyncio.Future[Any], retire: bool = False) -> None:
+    try:
+        pool = await opening
+    except Exception:  # it never opened
+        return
+    pool.retired = retire
+    if retire:
+        pool.reclaim()  # the connections their holders are not using
+    await _close_pool(pool)
 
 
 async def _close_pool(pool: Any) -> None:
     # psycopg_pool keeps its idle connections in `_pool`; take them first.
     idle = list(getattr(pool, "_pool", ()))
+    task = asyncio.current_task()
+    cancelling = task.cancelling() if task is not None else 0
     try:
         await pool.close()
     except asyncio.CancelledError:
-        task = asyncio.current_task()
-        if task is not None and task.cancelling():
-            raise
         # At loop shutdown asyncio has already cancelled the pool's workers,
         # and close() stops on their CancelledError before closing the idle
         # connections: close them here.
         for connection in idle:
             await _quietly(connection.close)
+        if task is not None and task.cancelling() > cancelling:
+            raise  # this task was cancelled meanwhile
 
 
 async def _quietly(close: Closer) -> None:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, cast
 from asgiref.sync import markcoroutinefunction
 from django.db.backends.utils import CursorDebugWrapper
 
-from django_async_backend.utils.compat import running_task
+from django_async_backend.utils.compat import running_loop, task_of
 
 if TYPE_CHECKING:
     from django_async_backend.db.backends.base.base import BaseAsyncDatabaseWrapper
@@ -29,21 +29,25 @@ Params = Sequence[Any] | dict[str, Any] | None
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def task_bound(method: F) -> F:
+def task_bound(method: F, name: str | None = None) -> F:
     """Make ``method`` an entry point of the wrapper: its owner task only.
 
     The check (``validate_task_sharing``) runs when the method is called,
     before the coroutine it returns does anything, so that no other task
-    ever opens, drives or closes the connection.
+    ever opens, drives or closes the connection. ``name``: the entry point's
+    name, when ``method`` is its private twin (see the wrapper).
     """
 
     @functools.wraps(method)
     def checked(self: Any, /, *args: Any, **kwargs: Any) -> Any:
         owner = self.owner
-        if owner is None or owner is not running_task():
+        if owner is None or owner is not task_of(running_loop()):
             self.validate_task_sharing()
         return method(self, *args, **kwargs)
 
+    if name is not None:
+        checked.__name__ = name
+        checked.__qualname__ = f"{method.__qualname__.rpartition('.')[0]}.{name}"
     if inspect.iscoroutinefunction(method):
         markcoroutinefunction(checked)
     checked.task_bound = True  # type: ignore[attr-defined]
@@ -69,6 +73,7 @@ class AsyncCursorWrapper:
         self.name = name
         # The driver cursor, opened by __aenter__.
         self.cursor: Any = None
+        self._closed = False
 
     async def __aenter__(self) -> AsyncCursorWrapper:
         self.cursor = await self.db.open_cursor(self.name)
@@ -87,7 +92,7 @@ class AsyncCursorWrapper:
     def _require_open(self) -> Any:
         """The driver cursor, if open and driven by the connection's owner."""
         cursor = self.cursor
-        if cursor is None or self.db.owner is not running_task():
+        if cursor is None or self.db.owner is not task_of(running_loop()):
             self.db.validate_task_sharing()
             if cursor is None:
                 raise RuntimeError(
@@ -106,7 +111,7 @@ class AsyncCursorWrapper:
 
     @property
     def closed(self) -> bool:
-        return self.cursor is None or bool(self.cursor.closed)
+        return self.cursor is None or self._closed or bool(self.cursor.closed)
 
     async def close(self) -> None:
         """Close the cursor; from a task that does not own it, later.
@@ -117,14 +122,14 @@ class AsyncCursorWrapper:
         releases the connection, so that two tasks never drive one.
         """
         cursor = self.cursor
-        if cursor is None:
+        if cursor is None or self._closed:
             return
+        self._closed = True
         db = self.db
-        if db.owner is not running_task() and not db.owned_by_current_task():
+        if db.owner is not task_of(running_loop()) and not db.owned_by_current_task():
             db.close_cursor_later(cursor)
             return
-        if self.name:
-            db.forget_cursor(cursor)
+        db.cursor_closed(cursor)
         try:
             await cursor.close()
         except self.db.Database.Error as error:
@@ -137,7 +142,7 @@ class AsyncCursorWrapper:
             return self
         # The usual case, without wrappers: _execute() inlined (it is hot).
         cursor = self.cursor
-        if cursor is None or db.owner is not running_task():
+        if cursor is None or db.owner is not task_of(running_loop()):
             cursor = self._require_open()
         db.validate_no_broken_transaction()
         try:
@@ -192,7 +197,7 @@ class AsyncCursorWrapper:
 
     async def fetchone(self) -> Any:
         cursor = self.cursor
-        if cursor is None or self.db.owner is not running_task():
+        if cursor is None or self.db.owner is not task_of(running_loop()):
             cursor = self._require_open()
         try:
             return await cursor.fetchone()

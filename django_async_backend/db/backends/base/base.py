@@ -17,7 +17,8 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any, cast
 
 from django.db import DEFAULT_DB_ALIAS, ProgrammingError
@@ -32,7 +33,7 @@ from django_async_backend.db.backends.utils import (
     AsyncCursorWrapper,
     task_bound,
 )
-from django_async_backend.utils.compat import running_task
+from django_async_backend.utils.compat import running_loop, task_of
 from django_async_backend.utils.loops import loop_state
 
 logger = logging.getLogger("django.db.backends.base")
@@ -90,6 +91,9 @@ class BaseAsyncDatabaseWrapper(TransactionMixin):
         # a task other than the owner closed (the owner closes them later).
         self.named_cursors: set[Any] = set()
         self.cursors_to_close: list[Any] = []
+        # What uses the connection right now (open cursors, hold() blocks, a
+        # connect in progress): a pooled one may go back when nothing does.
+        self.uses = 0
         self.features = self.features_class(self)
         self.ops = self.ops_class(self)
 
@@ -130,9 +134,21 @@ class BaseAsyncDatabaseWrapper(TransactionMixin):
 
     # ##### Connection life #####
 
-    @task_bound
-    async def connect(self) -> None:
+    # The entry points (connect, ensure_connection, close) are their private
+    # twins with the task check in front (task_bound): internal calls go to
+    # the twins directly, and pay for neither the check nor another frame.
+
+    async def _connect(self) -> None:
         """Connect to the database. Assume that the connection is closed."""
+        self.uses += 1  # nothing gives it back while it is being set up
+        try:
+            await self._set_up_connection()
+        finally:
+            self.uses -= 1
+
+    connect = task_bound(_connect, "connect")
+
+    async def _set_up_connection(self) -> None:
         self.check_settings()
         state = loop_state()
         if not state.hook_installed:
@@ -158,7 +174,7 @@ class BaseAsyncDatabaseWrapper(TransactionMixin):
                 self.new_connection_params()
             )
             try:
-                await self.set_autocommit(self.settings_dict["AUTOCOMMIT"])
+                await self._switch_autocommit(self.settings_dict["AUTOCOMMIT"])
                 await self.init_connection_state()
             except BaseException:
                 # Never leave a half-initialized connection for the next use.
@@ -188,8 +204,7 @@ class BaseAsyncDatabaseWrapper(TransactionMixin):
                 signal=connection_created, sender=self.__class__, connection=self
             )
 
-    @task_bound
-    async def ensure_connection(self) -> None:
+    async def _ensure_connection(self) -> None:
         """Guarantee that a connection to the database is established."""
         if self.connection is not None and self.connection.closed:
             # The server or the network dropped it; outside a transaction,
@@ -203,14 +218,14 @@ class BaseAsyncDatabaseWrapper(TransactionMixin):
                     "Cannot open a new connection in an atomic block."
                 )
             with self.wrap_database_errors:
-                await self.connect()
+                await self._connect()
 
-    @task_bound
+    ensure_connection = task_bound(_ensure_connection, "ensure_connection")
+
     def cursor(self) -> AsyncCursorWrapper:
         """Return a cursor; use it as ``async with connection.cursor() as c``."""
         return self._cursor()
 
-    @task_bound
     def chunked_cursor(self) -> AsyncCursorWrapper:
         """Return a server-side (named) cursor that streams results in chunks.
 
@@ -233,39 +248,85 @@ class BaseAsyncDatabaseWrapper(TransactionMixin):
         """Connect if needed and return a new driver cursor."""
         if self.cursors_to_close:
             await self._close_cursors_left()
-        connection = self.connection
-        # The usual case, a healthy open connection, without further awaits.
-        if (
-            connection is None
-            or connection.closed
-            or (self.health_check_enabled and not self.health_check_done)
-        ):
-            await self.close_if_health_check_failed()
-            await self.ensure_connection()
-        with self.wrap_database_errors:
-            cursor = self.create_cursor(name)
+        self.uses += 1  # until the cursor closes (cursor_closed)
+        try:
+            connection = self.connection
+            # The usual case, a healthy open connection, without further awaits.
+            if (
+                connection is None
+                or connection.closed
+                or (self.health_check_enabled and not self.health_check_done)
+            ):
+                await self.close_if_health_check_failed()
+                await self._ensure_connection()
+            with self.wrap_database_errors:
+                cursor = self.create_cursor(name)
+        except BaseException:
+            self.cursor_closed(None)
+            raise
         if name:
             self.named_cursors.add(cursor)
         return cursor
+
+    def cursor_closed(self, cursor: Any) -> None:
+        """Note that the owner has closed ``cursor`` (None: it never opened)."""
+        if cursor is not None:
+            self.named_cursors.discard(cursor)
+        self.uses -= 1
+        if not self.uses:
+            self.became_unused()
+
+    # ##### Pooled connections go back when another task needs them #####
+
+    def unused(self) -> bool:
+        """Tell whether nothing uses the connection now (no cursor, no transaction)."""
+        connection = self.connection
+        return bool(
+            connection is not None
+            and not self.uses
+            and not self.in_atomic_block
+            and self.autocommit
+            and connection.autocommit
+            and not connection.closed
+            and not self.transaction_is_open()
+        )
+
+    def became_unused(self) -> None:
+        """Hook: the last use of the connection has just ended (a pool's cue)."""
+
+    @asynccontextmanager
+    async def hold(self) -> AsyncIterator[None]:
+        """Keep this task's connection, one session, for the whole block.
+
+        A pooled connection otherwise goes back to its pool whenever the task
+        stops using it (outside transactions and cursors): session state
+        such as ``SET``, temporary tables, session-level advisory locks or
+        ``LISTEN`` needs one session. Plain connections stay with their task
+        anyway.
+        """
+        self.uses += 1
+        try:
+            await self.ensure_connection()  # (checks the task)
+            yield
+        finally:
+            self.uses -= 1
+            if not self.uses:
+                self.became_unused()
 
     # ##### Cursors closed by other tasks #####
 
     def owned_by_current_task(self) -> bool:
         """Tell whether the running task may drive the connection."""
-        return self.owner is None or self.owner is running_task()
+        return self.owner is None or self.owner is task_of(running_loop())
 
     def close_cursor_later(self, cursor: Any) -> None:
         """Have the owner close ``cursor`` at its next use (or at release)."""
         self.cursors_to_close.append(cursor)
 
-    def forget_cursor(self, cursor: Any) -> None:
-        """Note that the owner is closing ``cursor``."""
-        self.named_cursors.discard(cursor)
-
     async def _close_cursors_left(self) -> None:
         cursors, self.cursors_to_close = self.cursors_to_close, []
         for cursor in cursors:
-            self.named_cursors.discard(cursor)
+            self.cursor_closed(cursor)
             with self.wrap_database_errors:
                 await cursor.close()
 
@@ -277,12 +338,12 @@ class BaseAsyncDatabaseWrapper(TransactionMixin):
         """
         cursors, self.named_cursors = self.named_cursors, set()
         self.cursors_to_close = []
+        self.uses -= len(cursors)
         for cursor in cursors:
             with self.wrap_database_errors:
                 await cursor.close()
 
-    @task_bound
-    async def close(self) -> None:
+    async def _close_connection(self) -> None:
         """Close the connection to the database (or return it to its pool)."""
         self.run_on_commit = []
         if self.closed_in_transaction or self.connection is None:
@@ -295,6 +356,8 @@ class BaseAsyncDatabaseWrapper(TransactionMixin):
                 self.needs_rollback = True
             else:
                 self.connection = None
+
+    close = task_bound(_close_connection, "close")
 
     # ##### Health checks and persistent connections #####
 
@@ -352,7 +415,7 @@ class BaseAsyncDatabaseWrapper(TransactionMixin):
                 except Exception:
                     self.errors_occurred = True  # so closed, not reused
             if not self.park():
-                await self.close()
+                await self._close_connection()
         except Exception:  # nobody is left to handle it
             logger.debug("Error releasing connection %r", self.alias, exc_info=True)
             self.connection = None
@@ -392,7 +455,7 @@ class BaseAsyncDatabaseWrapper(TransactionMixin):
     def validate_task_sharing(self) -> None:
         """Refuse to be driven by a task other than the one that owns us."""
         owner = self.owner
-        if owner is not None and owner is running_task():
+        if owner is not None and owner is task_of(running_loop()):
             return  # the usual case, first
         if self.owner is None and asyncio.current_task() is None:
             # Released from the done-callback of the task that used it.

@@ -95,6 +95,14 @@ class TransactionMixin:
     async def close(self) -> None:
         raise NotImplementedError
 
+    async def _ensure_connection(self) -> None:
+        raise NotImplementedError
+
+    uses: int
+
+    def became_unused(self) -> None:
+        raise NotImplementedError
+
     # ##### Backend-specific hooks #####
 
     async def _commit(self) -> None:
@@ -155,9 +163,10 @@ class TransactionMixin:
     ) -> Awaitable[asyncio.CancelledError | None]:
         """Run a transaction-control statement to its end, whatever happens.
 
-        The one place that decides what an interrupted COMMIT, ROLLBACK,
-        SAVEPOINT (or autocommit switch) leaves behind, for ``async_atomic``
-        and for Django's ``Atomic`` run natively alike:
+        The one place that decides what an interrupted COMMIT, ROLLBACK or
+        SAVEPOINT leaves behind, for ``async_atomic`` and for Django's
+        ``Atomic`` run natively alike (the autocommit switch, which sends no
+        statement, settles its own case in ``_switch_autocommit``):
 
         * a cancellation that arrives while the statement runs is deferred
           until it has finished, so that its outcome is known; awaiting
@@ -227,18 +236,33 @@ class TransactionMixin:
         if self.health_check_enabled and not self.health_check_done:
             await self.close_if_health_check_failed()
         if self.connection is None or self.connection.closed:
-            await self.ensure_connection()
-        statement = "autocommit" if autocommit else "BEGIN"
-        switch = self._control(self._set_autocommit(autocommit), statement)
-        if autocommit or not self.queries_logged:
-            cancelled = await switch
-        else:
-            with debug_transaction(self, "BEGIN"):
-                cancelled = await switch
+            await self._ensure_connection()
+        await self._switch_autocommit(autocommit)
+
+    async def _switch_autocommit(self, autocommit: bool) -> None:
+        cancelled = None
+        if self.connection.autocommit != autocommit:  # not for a pool checkout
+            try:
+                if autocommit or not self.queries_logged:
+                    await self._set_autocommit(autocommit)
+                else:
+                    with debug_transaction(self, "BEGIN"):
+                        await self._set_autocommit(autocommit)
+            except asyncio.CancelledError as exc:
+                # The switch sends nothing to the server: psycopg makes it,
+                # then may yield to the loop, where the cancellation lands.
+                # Once made, record it (and run the callbacks below) first.
+                connection = self.connection
+                if connection is None or connection.autocommit != autocommit:
+                    raise
+                cancelled = exc
         self.autocommit = autocommit
-        if autocommit and self.run_commit_hooks_on_set_autocommit_on:
-            self.run_commit_hooks_on_set_autocommit_on = False
-            await self._run_and_clear_commit_hooks()
+        if autocommit:
+            if self.run_commit_hooks_on_set_autocommit_on:
+                self.run_commit_hooks_on_set_autocommit_on = False
+                await self._run_and_clear_commit_hooks()
+            if not self.uses:
+                self.became_unused()  # a transaction has ended
         if cancelled is not None:
             raise cancelled
 

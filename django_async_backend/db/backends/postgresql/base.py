@@ -29,9 +29,16 @@ from django_async_backend.db.backends.postgresql.pool import get_pool
 from django_async_backend.db.backends.postgresql.types import register_type_handlers
 from django_async_backend.db.backends.utils import reraise, task_bound
 from django_async_backend.utils.bridge import await_, in_bridge
-from django_async_backend.utils.loops import open_shielded, shielded
+from django_async_backend.utils.loops import (
+    loop_state,
+    open_shielded,
+    shielded,
+    start_eagerly,
+)
 
 TIMESTAMPTZ_OID = psycopg.adapters.types["timestamptz"].oid
+
+IDLE = TransactionStatus.IDLE
 
 # alias -> the server version seen by its last connection (see pg_version).
 SERVER_VERSIONS: dict[str, int] = {}
@@ -156,8 +163,18 @@ class AsyncDatabaseWrapper(BaseAsyncDatabaseWrapper):
         self._pool = None
         # Shielded: a cancellation must not leave a half-open session behind.
         if self.pool_options is not None:
-            pool = await get_pool(self)
-            connection = await open_shielded(pool.getconn(), pool.putconn)
+            while True:
+                pool = await get_pool(self)  # ImproperlyConfigured, no psycopg_pool
+                try:
+                    connection = await open_shielded(pool.getconn(), pool.putconn)
+                except pool.Closed:
+                    if pool.retired:
+                        # close_pool() retired it while the checkout waited:
+                        # take the connection from the pool that replaced it.
+                        continue
+                    raise
+                break
+            pool.holders.add(self)
             self._pool = pool
         else:
             connection = await open_shielded(
@@ -187,8 +204,11 @@ class AsyncDatabaseWrapper(BaseAsyncDatabaseWrapper):
         queried = await register_type_handlers(self.alias, connection)
         return changed or queried
 
-    @task_bound
     async def init_connection_state(self) -> None:
+        """Check the server version; set up a new connection (not a checkout).
+
+        A hook of connect(), which checks the task.
+        """
         self.check_database_version_supported()
         if self.connection is not None and self._pool is None:
             commit = await self.configure_connection(self.connection)
@@ -252,14 +272,71 @@ class AsyncDatabaseWrapper(BaseAsyncDatabaseWrapper):
         connection = self.connection
         if connection is None or connection.closed:
             return False
-        return bool(connection.info.transaction_status != TransactionStatus.IDLE)
+        # (pgconn's status, an int: cheaper than connection.info's enum.)
+        return bool(connection.pgconn.transaction_status != IDLE)
+
+    # ##### Pools #####
+
+    def became_unused(self) -> None:
+        """Give the connection back now if another task waits for one.
+
+        (Or if its pool was retired by close_pool(): it is then closed.)
+        """
+        pool = self._pool
+        if pool is not None and (pool.waiting or pool.retired):
+            self.give_back_if_unused()
+
+    def give_back_if_unused(self) -> None:
+        """Return the pooled connection if nothing uses it; next use checks out.
+
+        Called by the pool when another task needs a connection: the owner
+        task may be elsewhere (waiting for a websocket message, say), but a
+        connection it is not using is not its to keep.
+        """
+        pool = self._pool
+        if pool is None or not self.unused() or self.owner_done:
+            return
+        connection = self.connection
+        self.connection = self._pool = None
+        self._control_cursor = self._tz_checked = None
+        pool.holders.discard(self)
+        start_eagerly(_return_to_pool(pool, connection))
+
+    @property
+    def pool(self) -> Any:
+        """The running loop's psycopg_pool pool of this alias, or None.
+
+        None also while it has not been opened yet: unlike Django's sync
+        ``pool``, reading it does not create one (that needs I/O); the first
+        connection does.
+        """
+        if self.pool_options is None:
+            return None
+        opening = loop_state().pools.get(self.alias)
+        if opening is None or not opening.done() or opening.exception():
+            return None
+        return opening.result()
+
+    @task_bound
+    async def close_pool(self) -> None:
+        """Close the running loop's pool of this alias (Django's close_pool()).
+
+        The next use opens a new pool; a checkout waiting on this one gets its
+        connection from the new one, and connections in use are closed when
+        given back. Other event loops' pools are not touched.
+        """
+        await loop_state().retire_pool(self.alias)
 
     async def _give_back(self, connection: Any) -> None:
         """Return ``connection`` to its pool, or close it."""
         if self._pool is not None:
             pool, self._pool = self._pool, None
+            pool.holders.discard(self)
             # Shielded: an interrupted putconn() would strand a pool slot.
-            await shielded(_return_to_pool(pool, connection))
+            if connection.pgconn.transaction_status == IDLE:
+                await shielded(pool.putconn(connection))
+            else:
+                await shielded(_return_to_pool(pool, connection))
         else:
             # Never suspends: it only closes the socket.
             await connection.close()
@@ -309,11 +386,8 @@ async def _return_to_pool(pool: Any, connection: Any) -> None:
     the transaction open: roll it back here rather than make the pool clean
     up after us (it would warn about it).
     """
-    status = connection.info.transaction_status
-    if not connection.closed and status in (
-        TransactionStatus.INTRANS,
-        TransactionStatus.INERROR,
-    ):
+    status = connection.pgconn.transaction_status
+    if status == TransactionStatus.INTRANS or status == TransactionStatus.INERROR:
         with contextlib.suppress(psycopg.Error):
             await connection.rollback()
     await pool.putconn(connection)

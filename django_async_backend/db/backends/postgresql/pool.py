@@ -1,14 +1,17 @@
 """One ``psycopg_pool.AsyncConnectionPool`` per alias and per event loop.
 
 A pool cannot cross event loops (its workers and locks belong to one), so
-pools live in the loop's state and close with ``async_connections.close_all()``
-or when the loop shuts down.
+pools live in the loop's state and close when the loop shuts down, or when
+``close_pool()`` retires one (the next use opens a new one, and a checkout
+waiting on the retired one is served by the new one). Nothing else closes a
+pool: a task's tidy-up (``close_all()``) never breaks another task.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import ImproperlyConfigured
@@ -29,6 +32,7 @@ async def get_pool(db: AsyncDatabaseWrapper) -> Any:
         # and a caller being cancelled does not cancel it for the others.
         opening = state.pools[db.alias] = asyncio.ensure_future(_open_pool(db))
         await state.install_shutdown_hook()
+        state.keep_pools_closable()
     try:
         return await asyncio.shield(opening)
     except BaseException:
@@ -69,26 +73,70 @@ async def _open_pool(db: AsyncDatabaseWrapper) -> Any:
 @functools.cache
 def _pool_class() -> Any:
     """``AsyncConnectionPool`` with a timeout error that says what to change."""
-    from psycopg_pool import AsyncConnectionPool, PoolTimeout
+    from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout
 
     class Pool(AsyncConnectionPool):
+        """The pool of one alias on one loop; it knows who holds what.
+
+        A task keeps its connection between uses, and gives it back as soon
+        as another task needs one while it is not using it (see
+        AsyncDatabaseWrapper.unused): checkouts do not pay for a new
+        checkout at every query, and idle tasks never starve the pool.
+        """
+
         alias = "?"
+        # Set by close_pool() (LoopState.retire_pool): a replacement exists.
+        retired = False
+        Closed = PoolClosed
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            # Checkouts under way (waiting, or about to be served).
+            self.waiting = 0
+            # The wrappers holding one of its connections (checked out).
+            self.holders: set[Any] = set()
 
         async def getconn(self, timeout: float | None = None) -> Any:
+            self.waiting += 1
             try:
-                return await super().getconn(timeout)
+                if len(self.holders) >= self.max_size:
+                    self.reclaim()
+                connection = await super().getconn(timeout)
             except PoolTimeout as error:
                 waited = self.timeout if timeout is None else timeout
                 raise PoolTimeout(
                     f"DATABASES[{self.alias!r}]: no pooled connection came free "
                     f"within {waited:g} s (OPTIONS['pool'] max_size="
                     f"{self.max_size}, timeout={self.timeout:g}; {error}). A "
-                    "task holds its connection until it ends or closes it: "
-                    "raise max_size or timeout, or hold connections for less "
-                    "time."
+                    "task holds a pooled connection while it uses it (in a "
+                    "transaction, with a cursor open, or in hold()): raise "
+                    "max_size or timeout, or keep transactions shorter."
                 ) from error
+            finally:
+                self.waiting -= 1
+            return connection
+
+        def reclaim(self) -> None:
+            """Take back the connections that their holders are not using."""
+            for wrapper in list(self.holders):
+                wrapper.give_back_if_unused()
 
     return Pool
+
+
+def _not_a_cancellation(record: logging.LogRecord) -> bool:
+    """Drop psycopg_pool's warnings about a cancelled worker.
+
+    When asyncio cancels every task at loop shutdown, a pool worker that was
+    opening a connection swallows the cancellation and logs it as an error
+    ("error connecting in 'pool-1': ", the empty message of a
+    CancelledError). It is the shutdown, not an error; the pool is closed.
+    """
+    args = record.args if isinstance(record.args, tuple) else ()
+    return not any(isinstance(arg, asyncio.CancelledError) for arg in args)
+
+
+logging.getLogger("psycopg.pool").addFilter(_not_a_cancellation)
 
 
 def _configure(alias: str, settings_dict: dict[str, Any]) -> Any:
