@@ -37,6 +37,7 @@ __all__ = [
     "AsyncAtomic",
     "TransactionManagementError",
     "async_atomic",
+    "async_mark_for_rollback_on_error",
     "clean_savepoints",
     "commit",
     "get_autocommit",
@@ -121,6 +122,10 @@ async def mark_for_rollback_on_error(using: str | None = None) -> AsyncIterator[
             connection.needs_rollback = True
             connection.rollback_exc = exc
         raise
+
+
+# The name of the product's earlier releases, kept for code written for them.
+async_mark_for_rollback_on_error = mark_for_rollback_on_error
 
 
 async def on_commit(

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Generator, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, cast
 
@@ -66,7 +66,14 @@ def reraise(db: Any, error: BaseException) -> NoReturn:
 
 
 class AsyncCursorWrapper:
-    """A database cursor for async code; use it with ``async with``."""
+    """A database cursor for async code; use it with ``async with``.
+
+    ``async with connection.cursor() as cursor:`` opens it and closes it at
+    the end of the block. ``await connection.cursor()`` opens it too (the
+    spelling of other async backends: ``async with await
+    connection.cursor() as cursor:`` works, and so does a cursor awaited and
+    closed by hand with ``await cursor.close()``).
+    """
 
     def __init__(self, db: BaseAsyncDatabaseWrapper, name: str | None = None) -> None:
         self.db = db
@@ -76,8 +83,12 @@ class AsyncCursorWrapper:
         self._closed = False
 
     async def __aenter__(self) -> AsyncCursorWrapper:
-        self.cursor = await self.db.open_cursor(self.name)
+        if self.cursor is None:  # (not when opened by `await` already)
+            self.cursor = await self.db.open_cursor(self.name)
         return self
+
+    def __await__(self) -> Generator[Any, None, AsyncCursorWrapper]:
+        return self.__aenter__().__await__()
 
     async def __aexit__(
         self,

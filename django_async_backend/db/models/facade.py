@@ -189,6 +189,9 @@ class SyncConnection:
     check_constraints = _sync("check_constraints")
     is_usable = _sync("is_usable")
     close_if_health_check_failed = _sync("close_if_health_check_failed")
+    close_if_unusable_or_obsolete = _sync("close_if_unusable_or_obsolete")
+    get_database_version = _sync("get_database_version")
+    check_database_version_supported = _sync("check_database_version_supported")
 
     # What an interrupted statement leaves behind is decided by the async
     # wrapper's own methods, for this face too (TransactionMixin._control).

@@ -14,6 +14,7 @@ flags) are Django's own, taken from ``BaseDatabaseWrapper`` unchanged.
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import time
 from collections import deque
@@ -360,6 +361,45 @@ class BaseAsyncDatabaseWrapper(TransactionMixin):
     close = task_bound(_close_connection, "close")
 
     # ##### Health checks and persistent connections #####
+
+    @task_bound
+    async def close_if_unusable_or_obsolete(self) -> None:
+        """Close the connection if errors made it unusable or it is too old.
+
+        Django's ``close_if_unusable_or_obsolete()`` (what its
+        ``close_old_connections`` runs around each request), awaited: a
+        connection whose autocommit mode was not restored, one that failed
+        since its last commit and does not answer, or one past
+        ``CONN_MAX_AGE`` is closed (a pooled one returned).
+        """
+        if self.connection is None:
+            return
+        self.health_check_done = False
+        # If the application didn't restore the original autocommit
+        # setting, don't take chances, drop the connection.
+        if self.autocommit != self.settings_dict["AUTOCOMMIT"]:
+            await self._close_connection()
+            return
+        # If an exception other than DataError or IntegrityError occurred
+        # since the last commit / rollback, check if the connection works.
+        if self.errors_occurred:
+            if await self.is_usable():
+                self.errors_occurred = False
+                self.health_check_done = True
+            else:
+                await self._close_connection()
+                return
+        if self.close_at is not None and time.monotonic() >= self.close_at:
+            await self._close_connection()
+
+    def copy(self, alias: str | None = None) -> BaseAsyncDatabaseWrapper:
+        """Return a new wrapper with the same settings (Django's ``copy()``).
+
+        For tests that need two connections to one database. It belongs to
+        no scope: the task that first uses it owns it, and closes it.
+        """
+        settings_dict = copy.deepcopy(self.settings_dict)
+        return type(self)(settings_dict, self.alias if alias is None else alias)
 
     @task_bound
     async def close_if_health_check_failed(self) -> None:

@@ -14,7 +14,8 @@ from typing import Any, cast
 
 import psycopg
 from django.core.exceptions import ImproperlyConfigured
-from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db import NotSupportedError
+from django.db.backends.base.base import RAN_DB_VERSION_CHECK
 from django.db.backends.postgresql.base import DatabaseWrapper as StockDatabaseWrapper
 from django.db.backends.postgresql.features import DatabaseFeatures
 from django.db.backends.postgresql.operations import DatabaseOperations
@@ -82,10 +83,6 @@ class AsyncDatabaseWrapper(BaseAsyncDatabaseWrapper):
     # Django's own settings handling: NAME/USER/PASSWORD/HOST/PORT, OPTIONS,
     # time zone adapters and prepare_threshold, exactly as the sync side.
     _stock_connection_params = _stock.get_connection_params
-    get_database_version = _stock.get_database_version
-    check_database_version_supported = cast(
-        Any, BaseDatabaseWrapper
-    ).check_database_version_supported
 
     def __init__(self, settings_dict: dict[str, Any], alias: str = "default") -> None:
         super().__init__(settings_dict, alias)
@@ -204,12 +201,34 @@ class AsyncDatabaseWrapper(BaseAsyncDatabaseWrapper):
         queried = await register_type_handlers(self.alias, connection)
         return changed or queried
 
+    @task_bound
+    async def get_database_version(self) -> tuple[int, int]:
+        """The server's version, e.g. (18, 1); connects if needed (Django's)."""
+        if self.connection is None:
+            await self._ensure_connection()
+        return divmod(self.pg_version, 10000)
+
+    @task_bound
+    async def check_database_version_supported(self) -> None:
+        """Raise NotSupportedError if Django does not support the server version."""
+        minimum = self.features.minimum_database_version
+        if minimum is not None and await self.get_database_version() < minimum:
+            found = ".".join(map(str, await self.get_database_version()))
+            raise NotSupportedError(
+                f"{self.display_name} {'.'.join(map(str, minimum))} or later is "
+                f"required (found {found})."
+            )
+
     async def init_connection_state(self) -> None:
         """Check the server version; set up a new connection (not a checkout).
 
-        A hook of connect(), which checks the task.
+        A hook of connect(), which checks the task. The version is checked
+        once per alias and process, as Django does (the same record: an alias
+        that Django's sync side has checked is not checked again).
         """
-        self.check_database_version_supported()
+        if self.alias not in RAN_DB_VERSION_CHECK:
+            await self.check_database_version_supported()
+            RAN_DB_VERSION_CHECK.add(self.alias)
         if self.connection is not None and self._pool is None:
             commit = await self.configure_connection(self.connection)
             if commit and not self.autocommit:
