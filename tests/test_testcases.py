@@ -1,17 +1,23 @@
 """AsyncioTestCase and AsyncioTransactionTestCase, used as users use them."""
 
+import os
+import subprocess
+import sys
 import unittest
+from pathlib import Path
 from typing import Any
 
 import psycopg
 from django.test.testcases import DatabaseOperationForbidden
 
 import support
+import testcase_samples
 from django_async_backend.db import async_connections
 from django_async_backend.db.transaction import async_atomic
 from django_async_backend.test import AsyncioTestCase, AsyncioTransactionTestCase
 
 support.ensure_test_tables()
+HERE = Path(__file__).resolve().parent
 
 
 async def count_accounts(alias: str = "default") -> int:
@@ -187,8 +193,10 @@ class LeftOpenTransactionTests(AsyncioTransactionTestCase):
                 await count_accounts()
 
         result = run_case(Leaky)
-        self.assertEqual(len(result.failures), 1)
-        self.assertIn("left a transaction open", result.failures[0][1])
+        # Reported after the cleanups, as Django reports its _post_teardown.
+        problems = result.failures + result.errors
+        self.assertEqual(len(problems), 1)
+        self.assertIn("left a transaction open", problems[0][1])
 
     def test_hanging_step_fails_with_a_clear_message(self) -> None:
         class Hangs(AsyncioTransactionTestCase):
@@ -201,6 +209,63 @@ class LeftOpenTransactionTests(AsyncioTransactionTestCase):
         result = run_case(Hangs)
         self.assertEqual(len(result.failures), 1)
         self.assertIn("did not finish within 0.5 s", result.failures[0][1])
+
+
+class TestsThatCloseOrTidyUpTests(unittest.TestCase):
+    """tests/testcase_samples.py: closing connections in tests, set-ups and
+    tear-downs, cleanups that use them, queries and settings, under each
+    runner users run."""
+
+    def test_unittest(self) -> None:
+        for case in testcase_samples.SAMPLES:
+            with self.subTest(case=case.__name__):
+                result = run_case(case)
+                self.assertTrue(result.wasSuccessful(), result.errors + result.failures)
+
+    def test_django_runner(self) -> None:
+        output = run_runner(
+            ["-m", "django", "test", "testcase_samples", "--noinput", "-v", "2"]
+        )
+        self.assertIn(f"Ran {testcase_samples.TESTS} tests", output)
+        self.assertIn("OK", output)
+
+    def test_pytest(self) -> None:
+        output = run_runner(
+            [
+                "-m",
+                "pytest",
+                str(HERE / "testcase_samples.py"),
+                "-o",
+                "python_files=*.py",
+                "-p",
+                "no:cacheprovider",
+                "-q",
+                "--tb=short",
+            ]
+        )
+        self.assertIn(f"{testcase_samples.TESTS} passed", output)
+
+
+def run_runner(arguments: list[str]) -> str:
+    """Run a test runner in a child process on the samples; its output."""
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "settings",
+        "PYTHONPATH": os.pathsep.join([str(HERE), str(HERE.parent)]),
+    }
+    completed = subprocess.run(
+        [sys.executable, *arguments],
+        cwd=HERE,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    output = completed.stdout + completed.stderr
+    if completed.returncode != 0:
+        raise AssertionError(output)
+    return output
 
 
 def run_case(case: Any) -> unittest.TestResult:

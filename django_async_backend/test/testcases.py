@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any, ClassVar, cast
 
+from asgiref.sync import iscoroutinefunction
 from django.db import DEFAULT_DB_ALIAS
 from django.test import TransactionTestCase
 
@@ -43,6 +44,8 @@ class AsyncioTransactionTestCase(TransactionTestCase):
     async_step_timeout: ClassVar[float | None] = 120.0
 
     _runner: ClassVar[asyncio.Runner | None] = None
+    # The test's async set-up ran (and its connections await the tear-down).
+    _async_ready = False
     # The context of the class's set-up; each test runs in a copy of it
     # (AsyncioTestCase: in it, to share the class's transaction).
     _class_context: ClassVar[contextvars.Context]
@@ -103,8 +106,14 @@ class AsyncioTransactionTestCase(TransactionTestCase):
                 "async_step_timeout on the test case if it needs longer."
             ) from exc
 
-    def _call_maybe_async(self, func: Callable[..., Any], *args: Any) -> Any:
-        result = self._test_context().run(func, *args)
+    def _call_maybe_async(
+        self, func: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> Any:
+        if iscoroutinefunction(func):
+            # Called in the step's task: a wrapper method checks its task when
+            # called, not only when awaited (connection.close, say).
+            return self._run(_call(func, args, kwargs), self._test_context())
+        result = self._test_context().run(func, *args, **kwargs)
         if asyncio.iscoroutine(result):
             return self._run(result, self._test_context())
         return result
@@ -114,6 +123,7 @@ class AsyncioTransactionTestCase(TransactionTestCase):
     def _callSetUp(self) -> None:
         self._context = self._class_context.copy()
         self._run(self._async_pre_setup(), self._context)
+        self._async_ready = True  # _post_teardown() has something to end
         self._call_maybe_async(self.setUp)
         self._call_maybe_async(self.asyncSetUp)
 
@@ -126,16 +136,25 @@ class AsyncioTransactionTestCase(TransactionTestCase):
         self._call_maybe_async(method)
 
     def _callTearDown(self) -> None:
+        self._call_maybe_async(self.asyncTearDown)
+        self._call_maybe_async(self.tearDown)
+
+    def _post_teardown(self) -> None:
+        # Django runs this after doCleanups(): the cleanups still have the
+        # test's connections (and their transaction), and a setting that a
+        # cleanup restores is restored when the connections are released.
+        # Before Django's own (a flush must not wait on our locks).
         try:
-            self._call_maybe_async(self.asyncTearDown)
-            self._call_maybe_async(self.tearDown)
+            if self._async_ready:
+                self._async_ready = False
+                self._run(self._async_post_teardown(), self._test_context())
         finally:
-            self._run(self._async_post_teardown(), self._test_context())
+            super()._post_teardown()  # type: ignore[misc]
 
     def _callCleanup(
         self, function: Callable[..., Any], /, *args: Any, **kwargs: Any
     ) -> None:
-        self._call_maybe_async(lambda: function(*args, **kwargs))
+        self._call_maybe_async(function, *args, **kwargs)
 
     async def asyncSetUp(self) -> None:
         """Hook: async set-up, run after setUp() in the test's event loop."""
@@ -278,10 +297,14 @@ class AsyncioTestCase(AsyncioTransactionTestCase):
 
     def _callSetUp(self) -> None:
         self._run(self._async_pre_setup(), self._class_context)
+        self._async_ready = True  # _post_teardown() has something to end
         self._call_maybe_async(self.setUp)
         self._call_maybe_async(self.asyncSetUp)
 
     async def _async_pre_setup(self) -> None:
+        for alias in self._aliases():
+            # A test sees its own queries only (the wrappers are the class's).
+            async_connections[alias].queries_log.clear()
         self._atomics = await _enter_atomics(self._aliases())
 
     async def _async_post_teardown(self) -> None:
@@ -296,10 +319,28 @@ class AsyncioTestCase(AsyncioTransactionTestCase):
                 connection.set_rollback(True)
                 await connection.atomic_blocks[-1].__aexit__(None, None, None)
         await _rollback_atomics(self._atomics)
+        if any(
+            async_connections[alias].closed_in_transaction for alias in self._aliases()
+        ):
+            await type(self)._restore_class_transaction()
         if left_open:
             self.fail(
                 f"The test left an async_atomic() block open on {left_open[0]!r}."
             )
+
+    @classmethod
+    async def _restore_class_transaction(cls) -> None:
+        """Open the class's transaction again, after a test closed a connection.
+
+        Closing a connection (``await connection.close()``, in a test, its
+        set-up or tear-down) loses its transaction, and with it the class's
+        data: end what is left of it, begin again and run
+        ``asyncSetUpTestData()`` again, so that the next test starts as the
+        first did. That costs one ``asyncSetUpTestData()`` per such test.
+        """
+        await _rollback_atomics(cls._class_atomics)
+        cls._class_atomics = await _enter_atomics(cls._aliases())
+        await cls.asyncSetUpTestData()
 
     @classmethod
     def _fixture_setup(cls) -> None:
@@ -307,6 +348,12 @@ class AsyncioTestCase(AsyncioTransactionTestCase):
 
     def _fixture_teardown(self) -> None:
         """Nothing to flush: each test is rolled back."""
+
+
+async def _call(
+    func: Callable[..., Awaitable[Any]], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    return await func(*args, **kwargs)
 
 
 async def _enter_atomics(aliases: list[str]) -> dict[str, AsyncAtomic]:
