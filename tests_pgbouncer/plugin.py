@@ -75,6 +75,17 @@ NOT_APPLICABLE: dict[str, str] = {
         "test_commit_that_never_answers_is_given_up_as_unknown": SESSION
         for case in ("CancellationTests", "PooledCancellationTests")
     },
+    # A client's session identity (its pid) or its session state (SET).
+    "test_lifecycle.py::PlainLifecycleTests::"
+    "test_a_plain_connection_stays_with_its_task": SESSION,
+    **{
+        f"test_lifecycle.py::{case}::{name}": SESSION
+        for case in ("PoolTrueLifecycleTests", "MinSizeOneLifecycleTests")
+        for name in (
+            "test_a_connection_stays_with_its_task_while_nobody_waits",
+            "test_hold_keeps_one_session_for_the_block",
+        )
+    },
     **{
         f"test_task_rules.py::{case}::"
         "test_a_named_cursor_closed_by_another_task_is_closed_by_its_owner": CURSOR
