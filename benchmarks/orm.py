@@ -1,7 +1,8 @@
 """6. The ORM: Django's async API, natively on this backend vs stock Django.
 
 The same calls on the same model and table: ``aget()`` by primary key,
-``acreate()``, and ``async for`` over 10,000 rows. With the model opted in
+``acreate()``, and ``async for`` over 10,000 rows; and ``run_sync`` around
+sync code doing one ``get()``, next to the native ``aget()`` it amounts to. With the model opted in
 (``AsyncModelMixin``) they run on this backend's async connection; on the
 ``stock`` alias the very same calls run as Django's async ORM does them, in a
 thread through ``sync_to_async``, on Django's stock backend.
@@ -70,6 +71,22 @@ def section(n: int) -> SectionResult:
 
         return in_task(work)
 
+    def run_sync_get(alias: str) -> Work:
+        from django_async_backend.db.models import run_sync
+
+        def get(i: int) -> Any:  # existing sync code, one get()
+            return Item.objects.using(alias).get(pk=i % ROWS + 1)
+
+        async def work() -> Sample:
+            for i in range(WARMUP):
+                await run_sync(get, i)
+            timer = Timer()
+            for i in range(n):
+                await run_sync(get, i)
+            return timer.sample(n)
+
+        return in_task(work)
+
     def acreate(alias: str) -> Work:
         async def work() -> Sample:
             items = Item.objects.using(alias)
@@ -117,6 +134,12 @@ def section(n: int) -> SectionResult:
             Contender("ours_aget", "this backend, aget()", aget(OURS), ours=True),
             Contender("stock_aget", "stock Django, aget()", aget(STOCK)),
             Contender(
+                "ours_run_sync_get",
+                "this backend, run_sync(get)",
+                run_sync_get(OURS),
+                ours=True,
+            ),
+            Contender(
                 "ours_acreate", "this backend, acreate()", acreate(OURS), ours=True
             ),
             Contender("stock_acreate", "stock Django, acreate()", acreate(STOCK)),
@@ -127,6 +150,12 @@ def section(n: int) -> SectionResult:
         ],
         ratios=[
             Ratio("ours_aget", "stock_aget", 2.0, "ORM aget vs stock"),
+            Ratio(
+                "ours_run_sync_get",
+                "ours_aget",
+                0.95,
+                "run_sync(get) vs native aget",
+            ),
             Ratio("ours_acreate", "stock_acreate", 2.0, "ORM acreate vs stock"),
             Ratio("ours_iter", "stock_iter", 1.5, "ORM async for vs stock"),
         ],

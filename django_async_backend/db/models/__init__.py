@@ -1,7 +1,7 @@
 """Django's async ORM API, run natively on the task's async connection.
 
 ``from django_async_backend.db.models import AsyncQuerySet, AsyncManager,
-AsyncModelMixin``; see docs/orm.md.
+AsyncModelMixin, run_sync``; see docs/orm.md.
 """
 
 from django_async_backend.db.models.base import AsyncModelMixin
@@ -11,6 +11,7 @@ from django_async_backend.db.models.query import (
     AsyncRawQuerySet,
     aprefetch_related_objects,
 )
+from django_async_backend.db.models.sync import run_sync
 
 __all__ = [
     "AsyncManager",
@@ -18,4 +19,5 @@ __all__ = [
     "AsyncQuerySet",
     "AsyncRawQuerySet",
     "aprefetch_related_objects",
+    "run_sync",
 ]

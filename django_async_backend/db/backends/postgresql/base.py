@@ -26,6 +26,12 @@ from psycopg.client_cursor import ClientCursorMixin
 from psycopg.pq import Format, TransactionStatus
 
 from django_async_backend.db.backends.base.base import BaseAsyncDatabaseWrapper
+from django_async_backend.db.backends.postgresql.guard import (
+    GuardedCursorDebugWrapper,
+    GuardedCursorWrapper,
+)
+from django_async_backend.db.backends.postgresql.listen import Notifications
+from django_async_backend.db.backends.postgresql.pipeline import Pipeline
 from django_async_backend.db.backends.postgresql.pool import get_pool
 from django_async_backend.db.backends.postgresql.types import register_type_handlers
 from django_async_backend.db.backends.utils import reraise, task_bound
@@ -48,7 +54,18 @@ _stock = cast(Any, StockDatabaseWrapper)
 
 
 class DatabaseWrapper(StockDatabaseWrapper):
-    """Django's postgresql wrapper: the sync side of this ENGINE."""
+    """Django's postgresql wrapper: the sync side of this ENGINE.
+
+    Unchanged but for one check before each statement (``guard.py``): a
+    write from a thread that async code started while its task has an
+    ``async_atomic()`` block open on the alias would escape that block.
+    """
+
+    def make_cursor(self, cursor: Any) -> Any:
+        return GuardedCursorWrapper(cursor, self)
+
+    def make_debug_cursor(self, cursor: Any) -> Any:
+        return GuardedCursorDebugWrapper(cursor, self)
 
 
 class AsyncServerSideCursor(
@@ -392,6 +409,36 @@ class AsyncDatabaseWrapper(BaseAsyncDatabaseWrapper):
         async with self.cursor() as cursor:
             await cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
             await cursor.execute("SET CONSTRAINTS ALL DEFERRED")
+
+    # ##### LISTEN and pipelines (listen.py, pipeline.py) #####
+
+    @task_bound
+    def listen(
+        self,
+        *channels: str,
+        timeout: float | None = None,
+        stop_after: int | None = None,
+        reconnect: bool = False,
+        max_pending: int = 10_000,
+    ) -> Notifications:
+        """Listen: ``async with connection.listen("jobs") as notifications:``.
+
+        On the listener connection this loop's listeners of the alias share,
+        never this one (docs/listen-notify.md).
+        """
+        return Notifications(
+            self,
+            channels,
+            timeout=timeout,
+            stop_after=stop_after,
+            reconnect=reconnect,
+            max_pending=max_pending,
+        )
+
+    @task_bound
+    def pipeline(self) -> Pipeline:
+        """Batch statements: ``async with connection.pipeline():`` (docs/pipelines.md)."""
+        return Pipeline(self)
 
 
 async def _close(connection: Any) -> None:
