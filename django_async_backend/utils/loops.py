@@ -41,6 +41,9 @@ class LoopState:
         self._keeper: AsyncGenerator[None, None] | None = None
         # Closes the pools when asyncio cancels every task (keep_pools_closable).
         self._pool_keeper: asyncio.Task[None] | None = None
+        # alias -> the listener connection that the listen() blocks on this
+        # loop share (db/backends/postgresql/listener.py).
+        self.listeners: dict[str, Any] = {}
 
     @property
     def hook_installed(self) -> bool:
@@ -75,6 +78,7 @@ class LoopState:
             await _quietly(scope.release)
         await _quietly(self.close_idle)
         await _quietly(self.close_pools)
+        await _quietly(self.close_listeners)
 
     async def close_idle(self) -> None:
         """Close the connections parked for reuse (CONN_MAX_AGE)."""
@@ -89,6 +93,12 @@ class LoopState:
         self._stop_pool_keeper()
         for opening in openings:
             await _close_opening(opening)
+
+    async def close_listeners(self) -> None:
+        """Close the listener connections opened on this loop."""
+        listeners, self.listeners = list(self.listeners.values()), {}
+        for listener in listeners:
+            await _quietly(listener.close)
 
     async def retire_pool(self, alias: str) -> None:
         """Close the pool of ``alias``; the next use opens a new one.
