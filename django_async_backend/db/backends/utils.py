@@ -24,6 +24,7 @@ from django_async_backend.utils.compat import running_loop, task_of
 
 if TYPE_CHECKING:
     from django_async_backend.db.backends.base.base import BaseAsyncDatabaseWrapper
+    from django_async_backend.db.backends.postgresql.copy import Copy
 
 Params = Sequence[Any] | dict[str, Any] | None
 F = TypeVar("F", bound=Callable[..., Any])
@@ -234,6 +235,15 @@ class AsyncCursorWrapper:
             async for row in cursor:
                 yield row
                 validate()  # the iterator may have been handed to another task
+
+    def copy(self, sql: Any, params: Params = None) -> Copy:
+        """COPY: ``async with cursor.copy("COPY t FROM STDIN") as copy:``.
+
+        See db/backends/postgresql/copy.py and docs/copy.md.
+        """
+        from django_async_backend.db.backends.postgresql.copy import Copy
+
+        return Copy(self, sql, params)
 
 
 class AsyncCursorDebugWrapper(AsyncCursorWrapper):
