@@ -6,7 +6,8 @@
 PostgreSQL that ``dev.py test`` would use.) PostgreSQL comes from
 ``DATABASE_URL`` (default ``postgresql://postgres@127.0.0.1:5432/postgres``).
 A full run writes ``docs/benchmarks.md`` and ``docs/img/benchmarks.png``; a
-``--quick`` run only prints, unless ``--write`` is given.
+``--quick`` run only prints, unless ``--write`` is given; ``--write`` with
+``--only`` replaces (or adds) only those sections in ``docs/benchmarks.md``.
 """
 
 from __future__ import annotations
@@ -19,9 +20,12 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from benchmarks import common, report
+from benchmarks import common, report, splice
 
-SECTIONS = ("sequential", "concurrency", "transactions", "asgi", "memory", "orm")
+SECTIONS = (
+    "sequential", "concurrency", "transactions", "asgi", "memory", "orm", "copy",
+    "pipeline",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -35,11 +39,14 @@ class Config:
     requests: int = 2000  # HTTP requests per contender and round
     rows: int = 1_000_000
     orm: int = 3000  # aget()/acreate() calls per contender and round
+    bulk_rows: int = 100_000  # rows loaded per contender and round (copy)
+    inserts: int = 1000  # INSERTs per contender and round (pipeline)
 
 
 QUICK = Config(
-    rounds=2, sequential=1000, per_task=10, transactions=1000, requests=500, orm=500
-)
+    rounds=2, sequential=1000, per_task=10, transactions=1000, requests=500, orm=500,
+    bulk_rows=20_000,
+)  # fmt: skip
 
 
 def log(message: str) -> None:
@@ -58,6 +65,7 @@ def server_description(url: str) -> str:
 
 async def run_sections(config: Config, only: Sequence[str], run: report.Run) -> None:
     from benchmarks import (
+        bulk,
         concurrency,
         endtoend,
         memory,
@@ -107,6 +115,24 @@ async def run_sections(config: Config, only: Sequence[str], run: report.Run) -> 
             run.sections.append(await common.run_rounds(section, rounds, log))
         finally:
             orm.drop_table(url)
+    if "copy" in only:
+        log(f"\n7. bulk loading ({config.bulk_rows:,} rows per run)")
+        bulk.create_table(url)
+        try:
+            section = bulk.copy_section(url, config.bulk_rows)
+            run.sections.append(await common.run_rounds(section, rounds, log))
+        finally:
+            bulk.drop_table(url)
+    if "pipeline" in only:
+        log(f"\n8. pipelined INSERTs ({config.inserts:,} per run)")
+        bulk.create_pipeline_table(url)
+        try:
+            with bulk.latency(url) as link:
+                log(f"  +{link.added_ms:.2f} ms per round trip: {link.method}")
+                section = bulk.pipeline_section(config.inserts, link)
+                run.sections.append(await common.run_rounds(section, rounds, log))
+        finally:
+            bulk.drop_pipeline_table(url)
 
 
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -158,7 +184,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     report.print_targets(run)
     complete = only == list(SECTIONS)
     if args.write or (complete and not args.quick and not args.no_write):
-        report.write(run)
-        written = [str(path.relative_to(report.ROOT)) for path in report.OUTPUTS]
+        if complete:
+            report.write(run)
+            written = [str(path.relative_to(report.ROOT)) for path in report.OUTPUTS]
+        else:  # only these sections change on the page; the chart stays
+            splice.write(run)
+            written = [str(report.DOC.relative_to(report.ROOT))]
         log(f"\nwrote {' and '.join(written)} ({run.seconds / 60:.1f} min)")
     return 0
