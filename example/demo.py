@@ -11,9 +11,11 @@ sync machinery), adds eight accounts of 1,000.00, then serves
 
 ``--smoke`` resets its database, serves the app in a child process, drives
 ``--requests`` requests at it over ``--concurrency`` keep-alive connections
-(loopback only), prints requests/s and p50/p99 latency, then checks that no
-money was created or lost and that every committed transfer was answered,
-recorded and announced exactly once. It exits 0 when every check holds.
+(loopback only) while four live pages listen to its server-sent events,
+prints requests/s and p50/p99 latency, then checks that no money was created
+or lost, that every committed transfer was answered, recorded, announced and
+pushed to every page exactly once, and that the pages shared one listener
+connection, freed when they closed. It exits 0 when every check holds.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from example import pages
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"  # loopback only: the settings are not fit for a network
@@ -492,6 +496,7 @@ def stop_server(server: subprocess.Popen[bytes]) -> int:
 
 
 MAX_REQUESTS = 100_000
+PAGES = 4  # live pages open during the smoke run (server-sent events)
 MAX_CONCURRENCY = 500
 
 
@@ -522,7 +527,15 @@ def smoke(args: argparse.Namespace) -> int:
         names = [account["name"] for account in before["accounts"]]
         load = Load(expected_total=before["total"])
         planned = plan(args.requests, names, args.seed)
-        asyncio.run(drive(port, planned, args.concurrency, load))
+        pushed = asyncio.run(
+            pages.watched(
+                port,
+                PAGES,
+                lambda: drive(port, planned, args.concurrency, load),
+                lambda: load.committed,
+                lambda: fetch_totals(port, timeout=60),
+            )
+        )
         after = asyncio.run(fetch_totals(port, timeout=60))
     except (OSError, RuntimeError, ValueError, EOFError, TimeoutError) as exc:
         say(f"smoke: FAILED: the server did not answer as expected: {exc!r}")
@@ -530,7 +543,7 @@ def smoke(args: argparse.Namespace) -> int:
     finally:
         server_exit = stop_server(server)
     books = database_checks(load.expected_total)
-    return report(args, load, after, books, server_exit)
+    return report(args, load, after, books, pushed, server_exit)
 
 
 def report(
@@ -538,6 +551,7 @@ def report(
     load: Load,
     after: dict[str, Any],
     books: dict[str, Any],
+    pushed: dict[str, Any],
     server_exit: int,
 ) -> int:
     latencies = sorted(load.latencies)
@@ -552,6 +566,17 @@ def report(
             load.committed == books["transfer_rows"] == after["announced"]
         ),
         "balances replay from the transfer log": books["replay_mismatches"] == 0,
+        "every open live page was pushed each committed transfer once": (
+            pushed["pushed_min"] == pushed["pushed_max"] == load.committed
+            and pushed["pushed_twice"] == 0
+            and not pushed["page_problems"]
+        ),
+        "the open live pages shared one listener connection": (
+            pushed["pages_listening"] == PAGES and pushed["listener_connections"] == 1
+        ),
+        "a closed live page freed its listener at once": (
+            pushed["listeners_after_close"] == 0
+        ),
         "no negative balance": books["negative_balances"] == 0,
         "no server session left after shutdown": books["sessions_left"] == 0,
         "server exited cleanly": server_exit == 0,
@@ -571,6 +596,12 @@ def report(
         f"smoke: transfers committed {load.committed} (responses),"
         f" {books['transfer_rows']} (rows), {after['announced']} (on_commit);"
         f" {load.refused} refused (insufficient funds or batch rolled back)"
+    )
+    say(
+        f"smoke: {PAGES} live pages on {pushed['listener_connections']} listener"
+        f" connection(s) were each pushed {pushed['pushed_min']}"
+        f"-{pushed['pushed_max']} transfers; push latency p50"
+        f" {pushed['push_latency_p50_ms']} ms"
     )
     for problem in load.problems[:10]:
         say(f"smoke: problem: {problem}")
@@ -593,6 +624,7 @@ def report(
         "refused": load.refused,
         "announced": after["announced"],
         "problems": len(load.problems),
+        "live_pages": pushed,
         "statuses": dict(sorted(load.statuses.items())),
         "checks": checks,
         **books,

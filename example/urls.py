@@ -14,6 +14,7 @@ urlpatterns = [
     path("parallel/", views.parallel, name="parallel"),
     path("live/", views.live, name="live"),
     path("api/totals/", views.api_totals),
+    path("api/events/", views.api_events),
     path("api/accounts/", views.api_accounts),
     path("api/transfers/", views.api_transfer),
     path("api/batches/", views.api_batch),

@@ -108,6 +108,17 @@ class DemoSmokeTests(unittest.TestCase):
         self.assertEqual(result["replay_mismatches"], 0)
         self.assertEqual(result["negative_balances"], 0)
         self.assertEqual(result["sessions_left"], 0)
+        # The live pages (server-sent events, pushed by NOTIFY): each got
+        # every committed transfer once, on one shared listener connection,
+        # and their listeners were gone once they closed.
+        pages = result["live_pages"]
+        self.assertEqual(pages["pages_listening"], pages["pages"])
+        self.assertEqual(pages["listener_connections"], 1)
+        self.assertEqual(pages["pushed_min"], result["committed"])
+        self.assertEqual(pages["pushed_max"], result["committed"])
+        self.assertEqual(pages["pushed_twice"], 0)
+        self.assertEqual(pages["page_problems"], [])
+        self.assertEqual(pages["listeners_after_close"], 0)
 
 
 if __name__ == "__main__":

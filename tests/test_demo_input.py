@@ -929,6 +929,36 @@ class WellFormedInputTests(HostileInputCase):
         self.assertEqual(answer.json()["committed"] + answer.json()["refused"], 2)
 
 
+class LiveStreamTests(HostileInputCase):
+    """The live page's stream of server-sent events (``/api/events/``)."""
+
+    def test_the_stream_takes_get_only(self) -> None:
+        for method in ("POST", "PUT", "DELETE"):
+            with self.subTest(method=method):
+                send = functools.partial(CLIENT.request, method, "/api/events/")
+                answer = self.refused(send, 405, "Use GET.")
+                self.assertEqual(answer.headers["allow"], "GET")
+
+    def test_the_stream_opens_with_the_totals_whatever_the_query(self) -> None:
+        connection = http.client.HTTPConnection(HOST, DEMO.port, timeout=120)
+        try:
+            connection.request("GET", "/api/events/?x=%00&y=" + "z" * 10_000)
+            response = connection.getresponse()
+            self.assertEqual(response.status, 200)
+            self.assertEqual(response.getheader("Content-Type"), "text/event-stream")
+            self.assertEqual(response.getheader("Cache-Control"), "no-cache")
+            lines: list[bytes] = []
+            while len(lines) < 3 or lines[-1] != b"\n":
+                lines.append(response.readline())
+        finally:
+            connection.close()
+        self.assertEqual(lines[:3], [b"retry: 2000\n", b"\n", b"event: totals\n"])
+        totals = json.loads(lines[3].removeprefix(b"data: "))
+        balances, _ = DEMO.books()
+        self.assertEqual(totals["total"], sum(balances))
+        self.assertGreaterEqual(totals["listeners"], 1)
+
+
 BACK = {"source": "heidi", "destination": "grace"}
 BACK_AB = {"source": "bob", "destination": "alice"}
 

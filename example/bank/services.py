@@ -4,12 +4,16 @@
 transaction (BEGIN … COMMIT); called inside ``run_batch()``'s block it is a
 savepoint, so a refused leg is rolled back alone and the batch carries on.
 Its ``on_commit`` callback announces the transfer only once the outermost
-block has committed: a rolled-back leg or batch announces nothing.
+block has committed: a rolled-back leg or batch announces nothing. Its
+NOTIFY on ``CHANNEL`` (sent inside the block) follows the same rule, by
+PostgreSQL's own: delivered at COMMIT, dropped with a rollback; the live
+pages' streams (``events.py``) listen to it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 import re
@@ -24,9 +28,11 @@ from django.db import IntegrityError
 
 from django_async_backend.db import async_connections
 from django_async_backend.db.backends.utils import AsyncCursorWrapper
+from django_async_backend.db.notifications import notify
 from django_async_backend.db.transaction import async_atomic
 
 ALIAS = "default"
+CHANNEL = "bank_transfers"  # each committed transfer is NOTIFYed on it
 OVERDRAFT = "balance_not_negative"  # the CHECK constraint of bank_account
 MAX_CENTS = 10**12
 NAME_MAX = 40  # bank_account.name is varchar(40): no longer name exists
@@ -235,6 +241,10 @@ async def transfer(
                 )
                 pk, created_at = await cur.fetchone()
             record = TransferRecord(pk, source, destination, amount, created_at)
+            # In the transaction: the live pages hear of it at COMMIT, and
+            # never of a leg or batch that rolls back.
+            payload = {**record.as_json(), "sent": time.time()}
+            await notify(CHANNEL, json.dumps(payload), using=ALIAS)
 
             async def announce() -> None:
                 FEED.announce(record)

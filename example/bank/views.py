@@ -25,12 +25,13 @@ from django.http import (
     HttpResponseBase,
     HttpResponseRedirect,
     JsonResponse,
+    StreamingHttpResponse,
 )
 from django.http.multipartparser import MultiPartParserError
 from django.shortcuts import render
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 
-from . import inputs, services
+from . import events, inputs, services
 from .inputs import FORM, MISSING
 from .services import BankError, LegResult, money, shown
 
@@ -213,21 +214,17 @@ async def live(request: HttpRequest) -> HttpResponse:
 
 @bank_errors("GET")
 async def api_totals(request: HttpRequest) -> JsonResponse:
-    """What the live page polls: one consistent snapshot, plus the feed."""
-    snap = await services.snapshot()
-    return JsonResponse(
-        {
-            "total": snap.total,
-            "total_display": money(snap.total),
-            "transfers": snap.transfers,
-            "announced": services.FEED.committed,
-            "accounts": [
-                {"name": a.name, "balance": a.balance, "display": money(a.balance)}
-                for a in snap.accounts
-            ],
-            "recent": [r.as_json() for r in services.FEED.recent],
-        }
-    )
+    """One consistent snapshot, the feed and the open live pages."""
+    return JsonResponse(await events.totals_json())
+
+
+@bank_errors("GET")
+async def api_events(request: HttpRequest) -> StreamingHttpResponse:
+    """The live page's stream of server-sent events (events.py)."""
+    response = StreamingHttpResponse(events.stream(), content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"  # (a proxy in front must not buffer it)
+    return response
 
 
 @bank_errors("GET")
