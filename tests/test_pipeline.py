@@ -153,6 +153,18 @@ class PipelineScenarios(unittest.IsolatedAsyncioTestCase):
                     await self.insert(2)
         self.assertEqual(stored(), [1, 2])
 
+    async def test_a_failed_nested_block_rolls_back_to_its_savepoint(self) -> None:
+        connection = self.connection()
+        async with connection.pipeline() as pipeline, async_atomic(using=self.alias):
+            await self.insert(1)
+            with self.assertRaises(IntegrityError):
+                async with async_atomic(using=self.alias):
+                    await self.insert(3, 1)
+                    await pipeline.sync()  # the block's errors, in the block
+            await self.insert(2)
+        self.assertEqual(stored(), [1, 2])
+        await self.assert_usable()
+
     # ---- errors -------------------------------------------------------------
 
     async def test_an_error_surfaces_as_djangos_at_the_end_of_the_block(

@@ -14,7 +14,9 @@ ones of the batch too.
 Django's ORM, run natively, reads each statement's result at once (the
 rowcount of an UPDATE decides whether ``save()`` INSERTs): inside the block
 each of its statements is synced at once, so the ORM stays correct and
-simply gains nothing from the pipeline.
+simply gains nothing from the pipeline. A nested ``async_atomic()`` block
+that fails rolls back to its savepoint after a sync, so that it recovers as
+outside a pipeline.
 """
 
 from __future__ import annotations
@@ -64,7 +66,7 @@ class Pipeline:
             self._release()
             raise
         self._block = block
-        db.execute_wrappers.append(self._sync_orm_statements)
+        db.execute_wrappers.append(self._settle)
         return self
 
     async def sync(self) -> None:
@@ -89,8 +91,9 @@ class Pipeline:
         if block is None or pipeline is None:
             return
         try:
-            db.execute_wrappers.remove(self._sync_orm_statements)
-            if exc is not None and not db.connection.closed:
+            db.execute_wrappers.remove(self._settle)
+            connection = db.connection
+            if exc is not None and connection is not None and not connection.closed:
                 # The block's own error comes first: collect what the queued
                 # statements left (the ones skipped after it) quietly, rather
                 # than have psycopg log them while it leaves pipeline mode.
@@ -109,7 +112,7 @@ class Pipeline:
         if not db.uses:
             db.became_unused()
 
-    async def _sync_orm_statements(
+    async def _settle(
         self,
         execute: Callable[..., Any],
         sql: Any,
@@ -117,7 +120,21 @@ class Pipeline:
         many: bool,
         context: dict[str, Any],
     ) -> Any:
-        """An execute wrapper: in the native ORM, wait for the result at once."""
+        """An execute wrapper: the syncs that some statements need.
+
+        A rollback to a savepoint (a nested ``async_atomic()`` leaving by an
+        error) comes after a sync, or PostgreSQL would skip it with the rest
+        of the failed batch; a statement of the native ORM is followed by
+        one, since Django reads its result at once.
+        """
+        pipeline = self._pipeline
+        if (
+            pipeline is not None
+            and isinstance(sql, str)
+            and sql.startswith("ROLLBACK TO SAVEPOINT")
+        ):
+            with contextlib.suppress(psycopg.Error):  # (reported already)
+                await pipeline.sync()
         result = execute(sql, params, many, context)
         while inspect.isawaitable(result):
             result = await result
