@@ -228,6 +228,30 @@ class PipelineScenarios(unittest.IsolatedAsyncioTestCase):
                         await cursor.fetchone()
         await self.assert_usable()
 
+    async def test_a_cancelled_pipeline_inside_async_atomic_rolls_back(self) -> None:
+        started = asyncio.Event()
+
+        async def batch() -> None:
+            connection = self.connection()
+            async with async_atomic(using=self.alias), connection.pipeline():
+                async with connection.cursor() as cursor:
+                    await cursor.execute(f"INSERT INTO {TABLE} VALUES (1)")
+                    await cursor.execute("SELECT pg_sleep(30)")
+                    started.set()
+                    await cursor.fetchone()
+
+        task = asyncio.create_task(batch())
+        await started.wait()
+        task.cancel()
+        with (
+            support.expected_logs("psycopg"),
+            self.assertRaises(asyncio.CancelledError),
+        ):
+            await task
+        await settle_background()
+        self.assertEqual(stored(), [])
+        self.assertTrue(await poll(lambda: support.idle_in_transaction(self.app) == 0))
+
     async def test_the_pipeline_belongs_to_its_task(self) -> None:
         connection = self.connection()
         await self.insert(1)
