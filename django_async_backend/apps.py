@@ -8,7 +8,9 @@ class AsyncBackendConfig(AppConfig):
     verbose_name = "Django async backend"
 
     def ready(self) -> None:
-        from django_async_backend import checks  # noqa: F401 - registers checks
-        from django_async_backend.db.models import switch
+        from django_async_backend import (
+            checks,  # noqa: F401 - registers checks
+            switch,
+        )
 
         switch.install()

@@ -8,7 +8,7 @@ from django.conf import settings
 from django.core.checks import Tags, Warning, register
 from django.db import connections
 
-ASYNC_ENGINE = "django_async_backend.db.backends.postgresql"
+from django_async_backend.db.utils import is_async_alias
 
 
 # Not a "database" check: those run only with `check --database`.
@@ -20,11 +20,7 @@ def check_served_over_asgi(app_configs: Any = None, **kwargs: Any) -> list[Warni
     AsyncToSync wrapper), so async connections and pools cannot be reused between
     requests. The project declares ASGI with the ASGI_APPLICATION setting.
     """
-    aliases = [
-        alias
-        for alias, settings_dict in connections.settings.items()
-        if settings_dict.get("ENGINE") == ASYNC_ENGINE
-    ]
+    aliases = [alias for alias in connections.settings if is_async_alias(alias)]
     wsgi = getattr(settings, "WSGI_APPLICATION", None)
     if not aliases or not wsgi or getattr(settings, "ASGI_APPLICATION", None):
         return []

@@ -18,8 +18,9 @@ from datetime import date
 from typing import Any
 
 import django
+from asgiref.sync import sync_to_async
 from django.core.exceptions import SynchronousOnlyOperation
-from django.db import IntegrityError, OperationalError, transaction
+from django.db import IntegrityError, OperationalError, connections, transaction
 from django.db.models.signals import post_save
 
 import support
@@ -546,6 +547,8 @@ class FallbackTests(unittest.IsolatedAsyncioTestCase):
         # would have refused the sync connection instead.
         with self.assertRaisesRegex(OperationalError, "no such table"):
             await Author.objects.using("sqlite").acount()
+        # Closed where it was opened (Django's connections are per thread).
+        await sync_to_async(lambda: connections["sqlite"].close())()
 
 
 SWITCH_SCRIPT = """

@@ -11,7 +11,7 @@ shares (``connection.listen()``; docs/listen-notify.md).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 from django.db import DEFAULT_DB_ALIAS
 
@@ -24,7 +24,7 @@ from django_async_backend.db.backends.postgresql.listen import (
 )
 
 if TYPE_CHECKING:
-    from django_async_backend.db.backends.postgresql.base import AsyncDatabaseWrapper
+    pass
 
 __all__ = ["Notification", "Notifications", "listen", "notify"]
 
@@ -51,7 +51,7 @@ def listen(
 ) -> Notifications:
     """``async_connections[using].listen(*channels, ...)``: a listen() block."""
     alias = using or DEFAULT_DB_ALIAS
-    connection = cast("AsyncDatabaseWrapper", async_connections[alias])
+    connection = async_connections[alias]
     return connection.listen(
         *channels,
         timeout=timeout,

@@ -15,7 +15,7 @@ import asyncio
 import functools
 from collections.abc import Collection
 from contextvars import ContextVar
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connections
@@ -24,11 +24,15 @@ from django.utils.connection import ConnectionDoesNotExist
 
 from django_async_backend.db.backends.base.atomic import held_aliases
 from django_async_backend.db.backends.base.base import (
-    BaseAsyncDatabaseWrapper,
     current_task,
 )
+from django_async_backend.utils import compat
 from django_async_backend.utils.compat import running_loop, task_of
 from django_async_backend.utils.loops import loop_state, shielded, start_eagerly
+
+if TYPE_CHECKING:
+    # The one ENGINE with async connections: its wrapper is what users get.
+    from django_async_backend.db.backends.postgresql.base import AsyncDatabaseWrapper
 
 
 class ConnectionScope:
@@ -42,25 +46,21 @@ class ConnectionScope:
     ) -> None:
         self.handler = handler
         self.owner = owner
-        self.wrappers: dict[str, BaseAsyncDatabaseWrapper] = {}
+        self.wrappers: dict[str, AsyncDatabaseWrapper] = {}
         # The aliases a test may use (its `databases`); None: any.
         self.allowed = allowed
         # Shared by the steps of a test (see start_test_scope).
         self.for_test = False
         loop_state().scopes.add(self)
 
-    def get(self, alias: str) -> BaseAsyncDatabaseWrapper:
+    def get(self, alias: str) -> AsyncDatabaseWrapper:
         wrapper = self.wrappers.get(alias)
         if wrapper is None:
             holder = held_aliases.get().get(alias)
             if holder is not None:
                 raise _created_inside_block(alias, holder)
             if self.allowed is not None and alias not in self.allowed:
-                from django.test.testcases import (  # type: ignore[attr-defined]
-                    DatabaseOperationForbidden,
-                )
-
-                raise DatabaseOperationForbidden(
+                raise compat.database_operation_forbidden(
                     f"Database queries to {alias!r} are not allowed in this "
                     f"test. Add {alias!r} to the test case's `databases` to "
                     "ensure proper test isolation and silence this failure."
@@ -93,13 +93,15 @@ class ConnectionScope:
             state.scopes.discard(self)
 
     async def release(self) -> None:
-        """Release every connection (see BaseAsyncDatabaseWrapper.release)."""
+        """Release every connection (see BaseAsyncDatabaseWrapper.release).
+
+        Called once the owner is done with them (its task finished, the test
+        step ended, the block exited): the wrappers' internal release, which
+        does not check the task.
+        """
         wrappers, self.wrappers = list(self.wrappers.values()), {}
-        task = asyncio.current_task()
         for wrapper in wrappers:
-            # The owner is finished (or is us): taking over is safe.
-            wrapper.owner = task
-            await wrapper.release()
+            await wrapper._release()
         loop_state().scopes.discard(self)
 
     async def close_all(self) -> None:
@@ -148,6 +150,21 @@ def async_wrapper_class(engine: str) -> Any:
     return getattr(load_backend(engine), "AsyncDatabaseWrapper", None)
 
 
+def is_async_alias(alias: str) -> bool:
+    """Tell whether DATABASES[alias] has async connections (this package's ENGINE).
+
+    The one answer, for the system checks, the native ORM and the bridge. An
+    alias missing from DATABASES counts as one: Django's own code, run
+    natively, then raises ConnectionDoesNotExist for it, as it would in its
+    thread.
+    """
+    settings_dict = connections.settings.get(alias)
+    return (
+        settings_dict is None
+        or async_wrapper_class(settings_dict["ENGINE"]) is not None
+    )
+
+
 class AsyncConnectionHandler:
     """Give each task its own async connection per alias."""
 
@@ -162,7 +179,7 @@ class AsyncConnectionHandler:
         # so a test runner switching NAME to the test database is followed.
         return connections.settings
 
-    def create_connection(self, alias: str) -> BaseAsyncDatabaseWrapper:
+    def create_connection(self, alias: str) -> AsyncDatabaseWrapper:
         if alias not in self.settings:
             raise ConnectionDoesNotExist(
                 f"The async connection {alias!r} doesn't exist: DATABASES "
@@ -179,7 +196,7 @@ class AsyncConnectionHandler:
             )
         return wrapper_class(settings_dict, alias)  # type: ignore[no-any-return]
 
-    def __getitem__(self, alias: str) -> BaseAsyncDatabaseWrapper:
+    def __getitem__(self, alias: str) -> AsyncDatabaseWrapper:
         scope = self._scope.get()
         if scope is not None and scope.owner is task_of(running_loop()):
             wrapper = scope.wrappers.get(alias)
@@ -217,8 +234,8 @@ class AsyncConnectionHandler:
         if scope is not None and scope.for_test:
             scope.adopt(current_task())
 
-    def all(self, initialized_only: bool = True) -> list[BaseAsyncDatabaseWrapper]:
-        """Return the current task's connections (only those already created)."""
+    def all(self) -> list[AsyncDatabaseWrapper]:
+        """Return the current task's connections (those already created)."""
         scope = self._scope.get()
         if scope is None or scope.owner is not asyncio.current_task():
             return []

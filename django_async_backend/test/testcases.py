@@ -22,7 +22,7 @@ import contextvars
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
-from typing import Any, ClassVar, cast
+from typing import Any, ClassVar
 
 from asgiref.sync import iscoroutinefunction
 from django.db import DEFAULT_DB_ALIAS
@@ -32,6 +32,7 @@ from django_async_backend.db import async_connections
 from django_async_backend.db.backends.base.transactions import run_commit_hook
 from django_async_backend.db.transaction import AsyncAtomic
 from django_async_backend.db.utils import ConnectionScope
+from django_async_backend.utils import compat
 
 __all__ = ["AsyncioTestCase", "AsyncioTransactionTestCase"]
 
@@ -54,7 +55,7 @@ class AsyncioTransactionTestCase(TransactionTestCase):
     @classmethod
     def _aliases(cls) -> list[str]:
         """The test's ``databases``, without mirrors."""
-        return cast(list[str], cast(Any, cls)._databases_names(include_mirrors=False))
+        return compat.databases_names(cls)
 
     @classmethod
     def setUpClass(cls) -> None:

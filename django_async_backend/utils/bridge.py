@@ -29,12 +29,19 @@ from typing import Any, TypeVar, cast
 
 from greenlet import getcurrent, greenlet
 
-__all__ = ["BridgeGreenlet", "await_", "in_bridge", "iterate_native", "run_native"]
+__all__ = [
+    "BridgeGreenlet",
+    "await_",
+    "before_first_run",
+    "in_bridge",
+    "iterate_native",
+    "run_native",
+]
 
 T = TypeVar("T")
 
 
-class BridgeGreenlet(greenlet):
+class BridgeGreenlet(greenlet):  # type: ignore[misc]  # greenlet has no types
     """A greenlet running sync ORM code for :func:`run_native`."""
 
 
@@ -57,6 +64,24 @@ class _Yield:
 
     def __init__(self, value: Any) -> None:
         self.value = value
+
+
+# Run once, before the bridge first runs code: the hooks that route Django's
+# connections and signals to it (django_async_backend.switch registers them), so that
+# a project pays for them only if it uses the bridge.
+_before_first_run: list[Callable[[], object]] = []
+
+
+def before_first_run(hook: Callable[[], object]) -> None:
+    """Have ``hook`` called once, before the bridge first runs sync code."""
+    _before_first_run.append(hook)
+
+
+def _first_run() -> None:
+    hooks = list(_before_first_run)
+    _before_first_run.clear()
+    for hook in hooks:
+        hook()
 
 
 def in_bridge() -> bool:
@@ -105,6 +130,8 @@ async def _drive(gr: BridgeGreenlet, value: Any) -> Any:
 
 async def run_native(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
     """Run sync ``fn(*args, **kwargs)`` with its database I/O awaited natively."""
+    if _before_first_run:
+        _first_run()
     current = getcurrent()
     gr = BridgeGreenlet(fn, current)
     gr.gr_context = current.gr_context
@@ -138,6 +165,8 @@ async def iterate_native(
     sync iterator is closed inside it (its ``finally`` blocks, such as closing a
     server-side cursor, run natively) when the iteration stops early.
     """
+    if _before_first_run:
+        _first_run()
     current = getcurrent()
     gr = BridgeGreenlet(lambda: _step_batches(make_iterator(), size), current)
     gr.gr_context = current.gr_context

@@ -17,6 +17,8 @@ import weakref
 from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Generator
 from typing import Any, TypeVar, cast
 
+from django_async_backend.utils import compat
+
 __all__ = ["LoopState", "loop_state", "shielded", "spawn"]
 
 Closer = Callable[[], Awaitable[None]]
@@ -132,7 +134,7 @@ class LoopState:
             )
             # A loop closed without cancelling its tasks drops it silently,
             # as it drops the pools.
-            keeper._log_destroy_pending = False  # type: ignore[attr-defined]
+            compat.quiet_when_destroyed(keeper)
             self._pool_keeper = keeper
 
     async def _close_pools_when_cancelled(self) -> None:
@@ -162,8 +164,7 @@ async def _close_opening(opening: asyncio.Future[Any], retire: bool = False) -> 
 
 
 async def _close_pool(pool: Any) -> None:
-    # psycopg_pool keeps its idle connections in `_pool`; take them first.
-    idle = list(getattr(pool, "_pool", ()))
+    idle = compat.idle_pool_connections(pool)  # (before close() empties it)
     task = asyncio.current_task()
     cancelling = task.cancelling() if task is not None else 0
     try:

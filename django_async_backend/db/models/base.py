@@ -10,16 +10,19 @@ plain ``Manager``; a model that declares its own managers should build them on
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Coroutine
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
-from django.db import models, router
+from django.db import models
 from django.db.models.signals import class_prepared
 
-from django_async_backend.db.models.facade import is_native_alias
 from django_async_backend.db.models.manager import AsyncManager
-from django_async_backend.utils.bridge import run_native
+from django_async_backend.db.models.native import (
+    instance_read_alias,
+    instance_write_alias,
+    native_method,
+)
+from django_async_backend.utils import compat
 
 __all__ = ["MODEL_METHODS", "AsyncModelMixin"]
 
@@ -29,64 +32,32 @@ _django: dict[str, Any] = {
     for name in ("asave", "adelete", "arefresh_from_db")
 }
 
-
-def _write_alias(obj: models.Model, kwargs: dict[str, Any]) -> str:
-    return kwargs.get("using") or router.db_for_write(type(obj), instance=obj)
-
-
-def _read_alias(obj: models.Model, kwargs: dict[str, Any]) -> str:
-    return (
-        kwargs.get("using")
-        or obj._state.db
-        or router.db_for_read(type(obj), instance=obj)
-    )
-
-
-def _native_method(
-    name: str, sync_name: str, alias_of: Callable[[models.Model, dict[str, Any]], str]
-) -> Callable[..., Coroutine[Any, Any, Any]]:
-    original = _django[name]
-
-    @functools.wraps(original)
-    async def method(self: models.Model, /, *args: Any, **kwargs: Any) -> Any:
-        if not is_native_alias(alias_of(self, kwargs)):
-            return await original(self, *args, **kwargs)
-        return await run_native(getattr(self, sync_name), *args, **kwargs)
-
-    return method
-
-
 SAVE_PARAMS = {
     "force_insert": False,
     "force_update": False,
     "using": None,
     "update_fields": None,
 }
+_asave = native_method(_django["asave"], "save", instance_write_alias)
 
 
-def _native_asave() -> Callable[..., Coroutine[Any, Any, Any]]:
-    original = _django["asave"]
-
-    @functools.wraps(original)
-    async def asave(self: models.Model, /, *args: Any, **kwargs: Any) -> Any:
-        if args and hasattr(self, "_parse_save_params"):
-            # Django 5.2's deprecated positional arguments: its own parser
-            # (called from here, for the warning's stack level) names asave().
-            params = {k: kwargs.pop(k, v) for k, v in SAVE_PARAMS.items()}
-            values = self._parse_save_params(*args, method_name="asave", **params)
-            args, kwargs = (), {**kwargs, **dict(zip(SAVE_PARAMS, values, strict=True))}
-        if not is_native_alias(_write_alias(self, kwargs)):
-            return await original(self, *args, **kwargs)
-        return await run_native(self.save, *args, **kwargs)
-
-    return asave
+@functools.wraps(_django["asave"])
+async def asave(self: models.Model, /, *args: Any, **kwargs: Any) -> Any:
+    parse = compat.parse_save_params(self)
+    if args and parse is not None:
+        # Django 5.2's deprecated positional arguments: its own parser
+        # (called from here, for the warning's stack level) names asave().
+        params = {k: kwargs.pop(k, v) for k, v in SAVE_PARAMS.items()}
+        values = parse(*args, method_name="asave", **params)
+        args, kwargs = (), {**kwargs, **dict(zip(SAVE_PARAMS, values, strict=True))}
+    return await _asave(self, *args, **kwargs)
 
 
 MODEL_METHODS: dict[str, Any] = {
-    "asave": _native_asave(),
-    "adelete": _native_method("adelete", "delete", _write_alias),
-    "arefresh_from_db": _native_method(
-        "arefresh_from_db", "refresh_from_db", _read_alias
+    "asave": asave,
+    "adelete": native_method(_django["adelete"], "delete", instance_write_alias),
+    "arefresh_from_db": native_method(
+        _django["arefresh_from_db"], "refresh_from_db", instance_read_alias
     ),
 }
 
@@ -111,11 +82,11 @@ def _install_manager(sender: type[models.Model], **kwargs: Any) -> None:
         )
     if sender._meta.abstract:
         return
-    opts = sender._meta
-    auto = [m for m in opts.local_managers if m.auto_created and m.name == "objects"]
+    local = compat.local_managers(sender)
+    auto = [m for m in local if m.auto_created and m.name == "objects"]
     if not auto or isinstance(auto[0], AsyncManager):
         return
-    opts.local_managers.remove(auto[0])
+    local.remove(auto[0])
     manager = AsyncManager()
     manager.auto_created = True
     sender.add_to_class("objects", manager)

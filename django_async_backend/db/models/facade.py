@@ -22,10 +22,10 @@ from django.db.utils import ConnectionHandler
 from greenlet import getcurrent
 
 from django_async_backend.db import async_connections
-from django_async_backend.db.utils import async_wrapper_class
+from django_async_backend.db.utils import is_async_alias
 from django_async_backend.utils.bridge import BridgeGreenlet, await_
 
-__all__ = ["SyncConnection", "SyncCursor", "install", "is_native_alias"]
+__all__ = ["SyncConnection", "SyncCursor", "install"]
 
 # The class data of Django's sync wrapper that the SQL compilers read from
 # ``ops.connection`` (the async wrapper itself).
@@ -47,18 +47,6 @@ def _prepare_wrapper_class(cls: type) -> None:
         if not hasattr(cls, name) and hasattr(sync_class, name):
             setattr(cls, name, getattr(sync_class, name))
     _prepared.add(cls)
-
-
-def is_native_alias(alias: str) -> bool:
-    """Tell whether ``alias`` uses an ENGINE of this package.
-
-    An unknown alias counts as native: Django's own code, run natively, then
-    raises ``ConnectionDoesNotExist`` for it, as it would in its thread.
-    """
-    settings_dict = connections.settings.get(alias)
-    if settings_dict is None:
-        return True
-    return async_wrapper_class(settings_dict["ENGINE"]) is not None
 
 
 class SyncCursor:
@@ -227,7 +215,7 @@ def _getitem(self: ConnectionHandler, alias: str) -> Any:
         type(getcurrent()) is BridgeGreenlet
         and self is connections
         and alias in self.settings
-        and is_native_alias(alias)
+        and is_async_alias(alias)
     ):
         return facade(alias)
     assert _original_getitem is not None

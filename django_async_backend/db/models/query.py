@@ -8,20 +8,25 @@ block. On a database alias of another ENGINE they are Django's own methods
 (a thread per call).
 
 The same functions are what ``ASYNC_BACKEND_NATIVE_ORM = True`` puts onto
-Django's ``QuerySet`` (see :mod:`django_async_backend.db.models.switch`).
+Django's ``QuerySet`` (see :mod:`django_async_backend.switch`).
 """
 
 from __future__ import annotations
 
-import functools
-from collections.abc import AsyncIterator, Callable, Coroutine
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from django.db import connections, router
+from django.db import connections
 from django.db.models import Model, QuerySet
 from django.db.models.query import RawQuerySet, prefetch_related_objects
 
-from django_async_backend.db.models.facade import is_native_alias
+from django_async_backend.db.models.native import (
+    native_method,
+    queryset_read_alias,
+    queryset_write_alias,
+)
+from django_async_backend.db.utils import is_async_alias
+from django_async_backend.utils import compat
 from django_async_backend.utils.bridge import iterate_native, run_native
 
 __all__ = [
@@ -63,44 +68,28 @@ _django: dict[str, Any] = {
     for name in [*READ_METHODS, *WRITE_METHODS, "__aiter__", "aiterator"]
     if name in QuerySet.__dict__
 }
-_django_raw_aiter = RawQuerySet.__dict__["__aiter__"]
 
 
-def _write_alias(qs: Any) -> str:
-    return qs._db or router.db_for_write(qs.model, **qs._hints)
+def _native_aiter(original: Callable[[Any], AsyncIterator[Any]]) -> Any:
+    """``async for`` over a QuerySet or RawQuerySet: its query run natively."""
 
+    def __aiter__(self: Any) -> AsyncIterator[Any]:
+        if not is_async_alias(self.db):
+            return original(self)
 
-def _native_method(
-    name: str, sync_name: str, write: bool
-) -> Callable[..., Coroutine[Any, Any, Any]]:
-    original = _django[name]
+        async def generator() -> AsyncIterator[Any]:
+            for item in await run_native(compat.fetch_all, self):
+                yield item
 
-    @functools.wraps(original)
-    async def method(self: QuerySet[Any], /, *args: Any, **kwargs: Any) -> Any:
-        alias = _write_alias(self) if write else self.db
-        if not is_native_alias(alias):
-            return await original(self, *args, **kwargs)
-        return await run_native(getattr(self, sync_name), *args, **kwargs)
+        return generator()
 
-    return method
-
-
-def _aiter(self: QuerySet[Any]) -> AsyncIterator[Any]:
-    if not is_native_alias(self.db):
-        return _django["__aiter__"](self)  # type: ignore[no-any-return]
-
-    async def generator() -> AsyncIterator[Any]:
-        await run_native(self._fetch_all)
-        for item in self._result_cache:  # type: ignore[union-attr]
-            yield item
-
-    return generator()
+    return __aiter__
 
 
 async def _aiterator(self: QuerySet[Any], chunk_size: int = 2000) -> AsyncIterator[Any]:
     """Stream the rows through a server-side cursor, natively."""
     alias = self.db
-    if not is_native_alias(alias):
+    if not is_async_alias(alias):
         async for item in _django["aiterator"](self, chunk_size):
             yield item
         return
@@ -108,8 +97,7 @@ async def _aiterator(self: QuerySet[Any], chunk_size: int = 2000) -> AsyncIterat
         raise ValueError("Chunk size must be strictly positive.")
     chunked = not connections.settings[alias].get("DISABLE_SERVER_SIDE_CURSORS")
     items = iterate_native(
-        lambda: self._iterator(chunked, chunk_size),  # type: ignore[attr-defined]
-        chunk_size,
+        lambda: compat.iterate_queryset(self, chunked, chunk_size), chunk_size
     )
     try:
         async for item in items:
@@ -119,33 +107,23 @@ async def _aiterator(self: QuerySet[Any], chunk_size: int = 2000) -> AsyncIterat
         await items.aclose()
 
 
-def _raw_aiter(self: RawQuerySet[Any]) -> AsyncIterator[Any]:
-    if not is_native_alias(self.db):
-        return _django_raw_aiter(self)  # type: ignore[no-any-return]
-
-    async def generator() -> AsyncIterator[Any]:
-        await run_native(self._fetch_all)  # type: ignore[attr-defined]
-        for item in self._result_cache:  # type: ignore[attr-defined]
-            yield item
-
-    return generator()
-
-
 QUERYSET_METHODS: dict[str, Any] = {
     **{
-        name: _native_method(name, sync, False)
+        name: native_method(_django[name], sync, queryset_read_alias)
         for name, sync in READ_METHODS.items()
         if name in _django
     },
     **{
-        name: _native_method(name, sync, True)
+        name: native_method(_django[name], sync, queryset_write_alias)
         for name, sync in WRITE_METHODS.items()
         if name in _django
     },
-    "__aiter__": _aiter,
+    "__aiter__": _native_aiter(_django["__aiter__"]),
     "aiterator": _aiterator,
 }
-RAW_QUERYSET_METHODS: dict[str, Any] = {"__aiter__": _raw_aiter}
+RAW_QUERYSET_METHODS: dict[str, Any] = {
+    "__aiter__": _native_aiter(RawQuerySet.__dict__["__aiter__"])
+}
 
 
 class AsyncQuerySet(QuerySet[M]):
@@ -161,7 +139,13 @@ class AsyncQuerySet(QuerySet[M]):
         return qs
 
 
-class AsyncRawQuerySet(RawQuerySet):
+if TYPE_CHECKING:  # generic in django-stubs only
+    _RawQuerySet = RawQuerySet[Any]
+else:
+    _RawQuerySet = RawQuerySet
+
+
+class AsyncRawQuerySet(_RawQuerySet):
     """``AsyncQuerySet.raw()``: ``async for`` runs natively."""
 
 

@@ -4,7 +4,8 @@ Django builds the related managers (``book.tags``, ``author.book_set``) with
 the factories of ``django.db.models.fields.related_descriptors`` and defines
 their ``aadd``/``acreate``... inside the built class, each hopping to a
 thread (asgiref's SyncToAsync). The factories are wrapped once (at
-``ready()``): the built classes get native ``a*`` methods, which run
+``ready()``, when a model opted in): the built classes get native ``a*``
+methods (``native.native_method``), which run
 Django's sync method (``add``, ``create`` ...) through ``run_native`` when
 the manager belongs to an opted-in model (or the project-wide switch is on)
 and the alias uses this ENGINE; otherwise Django's own method runs.
@@ -12,22 +13,20 @@ and the alias uses this ENGINE; otherwise Django's own method runs.
 
 from __future__ import annotations
 
-import asyncio
 import functools
-import os
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from typing import Any
 
 from django.apps import apps
 from django.core.exceptions import SynchronousOnlyOperation
-from django.db import router
 from django.db.models.fields import related_descriptors
 
-from django_async_backend.db.models import switch
+from django_async_backend import switch
 from django_async_backend.db.models.base import AsyncModelMixin
-from django_async_backend.db.models.facade import is_native_alias
+from django_async_backend.db.models.native import native_method, related_write_alias
 from django_async_backend.db.models.query import AsyncQuerySet
-from django_async_backend.utils.bridge import in_bridge, run_native
+from django_async_backend.utils import compat
+from django_async_backend.utils.bridge import in_bridge
 
 __all__ = ["install"]
 
@@ -45,29 +44,17 @@ RELATED_METHODS = (
 def _opted_in(manager: Any) -> bool:
     return (
         switch.enabled
-        or issubclass(manager._queryset_class, AsyncQuerySet)
+        or issubclass(compat.queryset_class(manager), AsyncQuerySet)
         or isinstance(manager.instance, AsyncModelMixin)
     )
-
-
-def _native_method(
-    original: Callable[..., Coroutine[Any, Any, Any]], sync_name: str
-) -> Callable[..., Coroutine[Any, Any, Any]]:
-    @functools.wraps(original)
-    async def method(self: Any, /, *args: Any, **kwargs: Any) -> Any:
-        alias = self._db or router.db_for_write(self.model, instance=self.instance)
-        if not (_opted_in(self) and is_native_alias(alias)):
-            return await original(self, *args, **kwargs)
-        return await run_native(getattr(self, sync_name), *args, **kwargs)
-
-    return method
 
 
 def _nativize(manager_class: type) -> type:
     for name in RELATED_METHODS:
         original = manager_class.__dict__.get(name)
         if original is not None:
-            setattr(manager_class, name, _native_method(original, name[1:]))
+            method = native_method(original, name[1:], related_write_alias, _opted_in)
+            setattr(manager_class, name, method)
     return manager_class
 
 
@@ -97,8 +84,8 @@ def _refuse_lazy_access(model: type, name: str, target: type) -> None:
     """Raise if a relation would be loaded by a sync query in async code."""
     if (
         not in_bridge()
-        and _loop_running()
-        and not os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
+        and compat.running_loop() is not None
+        and not compat.async_unsafe_allowed()
     ):
         raise SynchronousOnlyOperation(
             f"Accessing {model.__name__}.{name} in async code would run a query "
@@ -122,14 +109,6 @@ def _lazy_reverse_queryset(original: Callable[..., Any]) -> Callable[..., Any]:
 
     get_queryset._native_wrapped = True  # type: ignore[attr-defined]
     return get_queryset
-
-
-def _loop_running() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
 
 
 def install() -> None:

@@ -34,6 +34,7 @@ from django_async_backend.db.backends.utils import (
     AsyncCursorWrapper,
     task_bound,
 )
+from django_async_backend.utils import compat
 from django_async_backend.utils.compat import running_loop, task_of
 from django_async_backend.utils.loops import loop_state
 
@@ -191,8 +192,8 @@ class BaseAsyncDatabaseWrapper(TransactionMixin):
         Sync receivers run inline on the event loop (never in a thread), so
         they must not block.
         """
-        sync_receivers, async_receivers = connection_created._live_receivers(
-            self.__class__
+        sync_receivers, async_receivers = compat.live_receivers(
+            connection_created, self.__class__
         )
         for receiver in sync_receivers:
             name = f"{receiver.__module__}.{receiver.__qualname__}"
@@ -440,8 +441,7 @@ class BaseAsyncDatabaseWrapper(TransactionMixin):
         self.connection = None
         return True
 
-    @task_bound
-    async def release(self) -> None:
+    async def _release(self) -> None:
         """Give the connection up at the end of its task.
 
         A connection that CONN_MAX_AGE lets live on is parked for the next
@@ -459,6 +459,8 @@ class BaseAsyncDatabaseWrapper(TransactionMixin):
         except Exception:  # nobody is left to handle it
             logger.debug("Error releasing connection %r", self.alias, exc_info=True)
             self.connection = None
+
+    release = task_bound(_release, "release")
 
     async def _adopt_idle_connection(self) -> bool:
         """Take over a connection parked by a finished task, if one is left.
@@ -497,9 +499,6 @@ class BaseAsyncDatabaseWrapper(TransactionMixin):
         owner = self.owner
         if owner is not None and owner is task_of(running_loop()):
             return  # the usual case, first
-        if self.owner is None and asyncio.current_task() is None:
-            # Released from the done-callback of the task that used it.
-            return
         task = current_task()
         if self.owner is None:
             self.owner = task

@@ -21,7 +21,6 @@ from django.db.backends.postgresql.features import DatabaseFeatures
 from django.db.backends.postgresql.operations import DatabaseOperations
 from django.db.backends.postgresql.psycopg_any import IsolationLevel, register_tzloader
 from psycopg import AsyncClientCursor, AsyncCursor, AsyncServerCursor
-from psycopg import sql as pgsql
 from psycopg.client_cursor import ClientCursorMixin
 from psycopg.pq import Format, TransactionStatus
 
@@ -33,7 +32,7 @@ from django_async_backend.db.backends.postgresql.guard import (
 from django_async_backend.db.backends.postgresql.listen import Notifications
 from django_async_backend.db.backends.postgresql.pipeline import Pipeline
 from django_async_backend.db.backends.postgresql.pool import get_pool
-from django_async_backend.db.backends.postgresql.types import register_type_handlers
+from django_async_backend.db.backends.postgresql.session import configure_session
 from django_async_backend.db.backends.utils import reraise, task_bound
 from django_async_backend.utils.bridge import await_, in_bridge
 from django_async_backend.utils.loops import (
@@ -204,19 +203,13 @@ class AsyncDatabaseWrapper(BaseAsyncDatabaseWrapper):
 
     async def configure_connection(self, connection: Any) -> bool:
         """Set the time zone and role; tell whether a commit is needed."""
-        changed = False
-        timezone_name = self.timezone_name
-        current = connection.info.parameter_status("TimeZone")
-        if timezone_name and current != timezone_name:
-            await connection.execute(self.ops.set_time_zone_sql(), [timezone_name])
-            changed = True
-        if role := self.settings_dict["OPTIONS"].get("assume_role"):
-            await connection.execute(
-                pgsql.SQL("SET ROLE {}").format(pgsql.Literal(role))
-            )
-            changed = True
-        queried = await register_type_handlers(self.alias, connection)
-        return changed or queried
+        return await configure_session(
+            connection,
+            self.alias,
+            self.timezone_name,
+            self.settings_dict["OPTIONS"].get("assume_role"),
+            self.ops.set_time_zone_sql(),
+        )
 
     @task_bound
     async def get_database_version(self) -> tuple[int, int]:
@@ -437,7 +430,7 @@ class AsyncDatabaseWrapper(BaseAsyncDatabaseWrapper):
 
     @task_bound
     def pipeline(self) -> Pipeline:
-        """Batch statements: ``async with connection.pipeline():`` (docs/pipelines.md)."""
+        """Batch statements: ``async with connection.pipeline():``."""
         return Pipeline(self)
 
 

@@ -190,7 +190,8 @@ class Notifications:
 
     # ##### Reading #####
 
-    async def get(self, timeout: float | None = None) -> Notification | None:
+    # A timeout parameter, as psycopg's notifies() and asyncio.Queue users expect.
+    async def get(self, timeout: float | None = None) -> Notification | None:  # noqa: ASYNC109
         """Return the next notification; None after ``timeout`` seconds."""
         if self._queue.empty() and self._failure is not None:
             raise self._failure

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from django.core.exceptions import ImproperlyConfigured
 from psycopg import sql as pgsql
 
+from django_async_backend.db.backends.postgresql.session import configure_session
 from django_async_backend.utils.loops import loop_state
 
 if TYPE_CHECKING:
@@ -60,7 +61,7 @@ async def _open_pool(db: AsyncDatabaseWrapper) -> Any:
     pool = _pool_class()(
         kwargs=kwargs,
         open=False,
-        configure=_configure(db.alias, db.settings_dict),
+        configure=_configure(db),
         reset=_reset(role) if role else None,
         check=AsyncConnectionPool.check_connection if health_checks else None,
         **(db.pool_options or {}),
@@ -96,7 +97,8 @@ def _pool_class() -> Any:
             # The wrappers holding one of its connections (checked out).
             self.holders: set[Any] = set()
 
-        async def getconn(self, timeout: float | None = None) -> Any:
+        # psycopg_pool's signature, which the pool's callers use.
+        async def getconn(self, timeout: float | None = None) -> Any:  # noqa: ASYNC109
             self.waiting += 1
             try:
                 if len(self.holders) >= self.max_size:
@@ -139,17 +141,18 @@ def _not_a_cancellation(record: logging.LogRecord) -> bool:
 logging.getLogger("psycopg.pool").addFilter(_not_a_cancellation)
 
 
-def _configure(alias: str, settings_dict: dict[str, Any]) -> Any:
+def _configure(db: AsyncDatabaseWrapper) -> Any:
     """Build the pool's ``configure`` callback (time zone, role, types)."""
+    # What the session set-up needs, read now: the pool keeps no wrapper.
+    session = (
+        db.alias,
+        db.timezone_name,
+        db.settings_dict["OPTIONS"].get("assume_role"),
+        db.ops.set_time_zone_sql(),
+    )
 
     async def configure(connection: Any) -> None:
-        from django_async_backend.db.backends.postgresql.base import (
-            AsyncDatabaseWrapper,
-        )
-
-        await AsyncDatabaseWrapper(settings_dict, alias).configure_connection(
-            connection
-        )
+        await configure_session(connection, *session)
 
     return configure
 
