@@ -1,14 +1,13 @@
 """AsyncioTestCase and AsyncioTransactionTestCase, used as users use them."""
 
-import os
-import subprocess
-import sys
 import unittest
 from pathlib import Path
 from typing import Any
 
 import psycopg
-from django.test.testcases import DatabaseOperationForbidden
+from django.test.testcases import (  # type: ignore[attr-defined]  # no stub
+    DatabaseOperationForbidden,
+)
 
 import support
 import testcase_samples
@@ -248,20 +247,7 @@ class TestsThatCloseOrTidyUpTests(unittest.TestCase):
 
 def run_runner(arguments: list[str]) -> str:
     """Run a test runner in a child process on the samples; its output."""
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "settings",
-        "PYTHONPATH": os.pathsep.join([str(HERE), str(HERE.parent)]),
-    }
-    completed = subprocess.run(
-        [sys.executable, *arguments],
-        cwd=HERE,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    completed = support.run_python(arguments)
     output = completed.stdout + completed.stderr
     if completed.returncode != 0:
         raise AssertionError(output)
