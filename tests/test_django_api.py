@@ -8,7 +8,6 @@ code get an error that says what to write instead.
 
 from __future__ import annotations
 
-import os
 import unittest
 import uuid
 import warnings
@@ -27,29 +26,21 @@ from django_async_backend.db.transaction import (
     mark_for_rollback_on_error,
     on_commit,
 )
-from support import outside, poll, settle_background, terminate
+from scenarios import AliasTestCase
+from support import poll, settle_background, terminate
 
 
-class DjangoAPITestCase(unittest.IsolatedAsyncioTestCase):
-    @classmethod
-    def setUpClass(cls) -> None:
-        super().setUpClass()
-        support.ensure_test_tables()
+class DjangoAPITestCase(AliasTestCase):
+    tables = ("testapp_account",)
+    app_prefix = "dab-api"
 
     def setUp(self) -> None:
-        outside("DELETE FROM testapp_account")
-        self.app = f"dab-api-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.alias = f"api_{uuid.uuid4().hex[:8]}"
-        self.enterContext(
-            temporary_alias(self.alias, OPTIONS={"application_name": self.app})
-        )
+        super().setUp()
 
     async def asyncTearDown(self) -> None:
         await settle_background()
-        await support.close_everything()
-
-    def tearDown(self) -> None:
-        outside("DELETE FROM testapp_account")
+        await support.close_everything()  # the pools too
 
     def conn(self) -> Any:
         return async_connections[self.alias]
@@ -183,7 +174,7 @@ class EarlierReleasesTests(DjangoAPITestCase):
 class MisuseTests(DjangoAPITestCase):
     def test_sync_with_async_atomic_names_async_with(self) -> None:
         with self.assertRaisesRegex(TypeError, r"async with async_atomic\(\)"):
-            with async_atomic():  # type: ignore[attr-defined]
+            with async_atomic():
                 pass
 
     async def test_on_commit_with_a_coroutine_object_names_the_fix(self) -> None:
@@ -193,7 +184,7 @@ class MisuseTests(DjangoAPITestCase):
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # no "never awaited" on top
             for register in (
-                lambda: self.conn().on_commit(send_receipt()),  # type: ignore[arg-type]
+                lambda: self.conn().on_commit(send_receipt()),
                 lambda: on_commit(send_receipt(), using=self.alias),  # type: ignore[arg-type]
             ):
                 with self.assertRaisesRegex(TypeError, r"on_commit\(send_receipt\)"):
@@ -202,7 +193,7 @@ class MisuseTests(DjangoAPITestCase):
 
     async def test_on_commit_with_something_not_callable_names_the_fix(self) -> None:
         with self.assertRaisesRegex(TypeError, "pass the function"):
-            await self.conn().on_commit(42)  # type: ignore[arg-type]
+            await self.conn().on_commit(42)
 
 
 if __name__ == "__main__":

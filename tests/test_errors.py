@@ -6,25 +6,17 @@ from typing import Any
 import psycopg
 from django.db import IntegrityError, ProgrammingError
 
-import support
 from django_async_backend.db import async_connections
+from scenarios import DatabaseTestCase
 
 
-class ErrorTests(unittest.IsolatedAsyncioTestCase):
-    @classmethod
-    def setUpClass(cls) -> None:
-        super().setUpClass()
-        support.ensure_test_tables()
+class ErrorTests(DatabaseTestCase):
+    tables = ("testapp_account",)
 
     @property
     def connection(self) -> Any:
         # Each step (setUp, test, tearDown) runs in its own task here.
         return async_connections["default"]
-
-    async def asyncTearDown(self) -> None:
-        async with self.connection.cursor() as cursor:
-            await cursor.execute("DELETE FROM testapp_account")
-        await async_connections.close_all()
 
     async def test_bad_sql_raises_programming_error_with_cause(self) -> None:
         async with self.connection.cursor() as cursor:

@@ -23,7 +23,6 @@ import subprocess
 import sys
 import textwrap
 import unittest
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -32,32 +31,16 @@ from aliases import backend_pid, temporary_alias
 from django_async_backend.db import async_connections
 from django_async_backend.db.transaction import async_atomic
 from django_async_backend.utils.loops import loop_state
-from support import outside, poll, settle_background
+from scenarios import AliasTestCase
+from support import poll, settle_background
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-class LifecycleScenarios(unittest.IsolatedAsyncioTestCase):
+class LifecycleScenarios(AliasTestCase):
     alias = "life"
-    alias_options: dict[str, Any] = {}
-
-    @classmethod
-    def setUpClass(cls) -> None:
-        super().setUpClass()
-        support.ensure_test_tables()
-
-    def setUp(self) -> None:
-        outside("DELETE FROM testapp_account")
-        self.app = f"dab-life-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        options = {"application_name": self.app, **self.alias_options}
-        self.enterContext(temporary_alias(self.alias, OPTIONS=options))
-
-    async def asyncTearDown(self) -> None:
-        await settle_background()
-        await async_connections.close_all()
-
-    def tearDown(self) -> None:
-        outside("DELETE FROM testapp_account")
+    tables = ("testapp_account",)
+    app_prefix = "dab-life"
 
     async def query(self, alias: str | None = None) -> int:
         return await backend_pid(async_connections[alias or self.alias])

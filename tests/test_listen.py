@@ -25,7 +25,7 @@ import textwrap
 import unittest
 import uuid
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 from urllib.parse import urlsplit
 
 import psycopg
@@ -48,7 +48,7 @@ SENDER = "default"
 
 def wrapper(alias: str) -> AsyncDatabaseWrapper:
     """The task's wrapper of ``alias`` (this ENGINE's class, for the types)."""
-    return cast(AsyncDatabaseWrapper, async_connections[alias])
+    return async_connections[alias]
 
 
 def direct_overrides() -> dict[str, Any]:

@@ -18,19 +18,16 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import os
 import unittest
-import uuid
 from typing import Any
 
 from django.db import connections, transaction
 
-import support
-from aliases import temporary_alias
 from django_async_backend.db import async_connections
 from django_async_backend.db.transaction import async_atomic
 from django_async_backend.utils.bridge import run_native
-from support import outside, settle_background
+from scenarios import POOLED, AliasTestCase
+from support import outside
 from testapp.models import Author
 
 
@@ -45,27 +42,11 @@ async def driver_cursors(connection: Any) -> list[str]:
     return [row[0] for row in await cursor.fetchall()]
 
 
-class BridgeRuleScenarios(unittest.IsolatedAsyncioTestCase):
-    alias = "bridge"
-    alias_options: dict[str, Any] = {}
+class BridgeRuleScenarios(AliasTestCase):
+    """The rules, run plain and pooled by the two classes at the end."""
 
-    @classmethod
-    def setUpClass(cls) -> None:
-        super().setUpClass()
-        support.ensure_test_tables()
-
-    def setUp(self) -> None:
-        outside("DELETE FROM testapp_author")
-        self.app = f"dab-bridge-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        options = {"application_name": self.app, **self.alias_options}
-        self.enterContext(temporary_alias(self.alias, OPTIONS=options))
-
-    async def asyncTearDown(self) -> None:
-        await settle_background()
-        await async_connections.close_all()
-
-    def tearDown(self) -> None:
-        outside("DELETE FROM testapp_author")
+    tables = ("testapp_author",)
+    app_prefix = "dab-bridge"
 
     # ---- in the bridge: a property of the call ------------------------------
 
@@ -167,7 +148,7 @@ class PlainBridgeRuleTests(BridgeRuleScenarios):
 
 class PooledBridgeRuleTests(BridgeRuleScenarios):
     alias = "bridge_pooled"
-    alias_options = {"pool": {"min_size": 1, "max_size": 4, "timeout": 5}}
+    alias_options = POOLED
 
 
 del BridgeRuleScenarios

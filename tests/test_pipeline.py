@@ -15,7 +15,7 @@ import asyncio
 import os
 import unittest
 import uuid
-from typing import Any, cast
+from typing import Any
 
 import psycopg
 from django.conf import settings
@@ -61,7 +61,7 @@ class PipelineScenarios(unittest.IsolatedAsyncioTestCase):
         await loop_state().close_pools()
 
     def connection(self) -> AsyncDatabaseWrapper:
-        return cast(AsyncDatabaseWrapper, async_connections[self.alias])
+        return async_connections[self.alias]
 
     async def insert(self, *ids: int) -> None:
         async with self.connection().cursor() as cursor:

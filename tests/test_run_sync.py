@@ -12,9 +12,7 @@ calls, run natively too. Each runs on a plain alias and on a pooled one.
 from __future__ import annotations
 
 import asyncio
-import os
 import unittest
-import uuid
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -24,11 +22,11 @@ from django.db.transaction import TransactionManagementError
 from django.test.utils import override_settings
 
 import support
-from aliases import temporary_alias
 from django_async_backend.db import async_connections
 from django_async_backend.db.backends.postgresql.guard import EscapedWriteWarning
 from django_async_backend.db.models import run_sync
 from django_async_backend.db.transaction import async_atomic
+from scenarios import POOLED, AliasTestCase
 from support import outside, settle_background
 from test_no_threads import no_threads
 from testapp.models import Author, Tag
@@ -54,32 +52,15 @@ class Boom(Exception):
     pass
 
 
-class RunSyncScenarios(unittest.IsolatedAsyncioTestCase):
-    alias = "sync"
-    alias_options: dict[str, Any] = {}
+class RunSyncScenarios(AliasTestCase):
+    """The scenarios, run plain and pooled by the two classes at the end."""
 
-    @classmethod
-    def setUpClass(cls) -> None:
-        super().setUpClass()
-        support.ensure_test_tables()
-
-    def setUp(self) -> None:
-        self.clean()
-        app = f"dab-sync-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        options = {"application_name": app, **self.alias_options}
-        self.enterContext(temporary_alias(self.alias, OPTIONS=options))
-
-    def tearDown(self) -> None:
-        self.clean()
+    tables = ("testapp_tag", "testapp_author")
+    app_prefix = "dab-sync"
 
     async def asyncTearDown(self) -> None:
         await settle_background()
-        await support.close_everything()
-
-    @staticmethod
-    def clean() -> None:
-        outside("DELETE FROM testapp_tag")
-        outside("DELETE FROM testapp_author")
+        await support.close_everything()  # the pools too
 
     def helper(self, name: str) -> None:
         """Existing sync code: the ORM, on Django's connections."""
@@ -158,7 +139,7 @@ class RunSyncScenarios(unittest.IsolatedAsyncioTestCase):
             Author.objects.using(alias).create(name=name)
             if twice:
                 Author.objects.using(alias).create(name=f"{name}-again")
-            return Author.objects.using(alias).count()
+            return int(Author.objects.using(alias).count())
 
         async with async_atomic(using=alias):
             self.assertEqual(await add("deco", twice=True), 2)
@@ -196,7 +177,7 @@ class RunSyncScenarios(unittest.IsolatedAsyncioTestCase):
 
     async def test_reads_in_a_thread_pass(self) -> None:
         def count() -> int:
-            return Author.objects.using(self.alias).count()
+            return int(Author.objects.using(self.alias).count())
 
         async with async_atomic(using=self.alias):
             self.assertEqual(await sync_to_async(self.in_thread)(count), 0)
@@ -280,7 +261,7 @@ class PlainRunSyncTests(RunSyncScenarios):
 
 class PooledRunSyncTests(RunSyncScenarios):
     alias = "sync_pooled"
-    alias_options = {"pool": {"min_size": 1, "max_size": 4}}
+    alias_options = POOLED
 
 
 del RunSyncScenarios

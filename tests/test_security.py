@@ -257,7 +257,7 @@ class PasswordLeakTests(unittest.IsolatedAsyncioTestCase):
             async with connection.cursor() as cursor:
                 await cursor.execute("SELECT 1")
                 shown = [repr(cursor.cursor), repr(connection.connection)]
-            pool = connection._pool  # type: ignore[attr-defined]
+            pool = connection._pool
             shown += [repr(pool), str(pool), repr(pool.get_stats())]
         self.assertNoPassword(shown)
         self.assertNoPassword(self.captured.lines)

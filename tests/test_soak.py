@@ -19,10 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import random
 import unittest
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,9 +28,10 @@ from django.db import OperationalError
 
 import support
 from aliases import temporary_alias
-from django_async_backend.db import async_connections
 from django_async_backend.db.transaction import async_atomic
 from django_async_backend.utils.loops import loop_state
+from faults import execute, pool_is_whole
+from scenarios import DatabaseTestCase, unique_name
 from support import idle_in_transaction, outside, poll, settle_background
 
 SEED = 20240611
@@ -46,11 +45,6 @@ FAILED_LEG_SHARE = 0.10
 # running or queued then), so they hit every stage of a transfer.
 CANCEL_WINDOW = 1.0
 DEADLOCK = "40P01"
-
-
-def clean_tables() -> None:
-    outside("DELETE FROM testapp_account")
-    outside("DELETE FROM testapp_item")
 
 
 class Boom(Exception):
@@ -99,14 +93,11 @@ def plan(account_ids: list[int]) -> list[Transfer]:
     return transfers
 
 
-class SoakTests(unittest.IsolatedAsyncioTestCase):
-    @classmethod
-    def setUpClass(cls) -> None:
-        super().setUpClass()
-        support.ensure_test_tables()
+class SoakTests(DatabaseTestCase):
+    tables = ("testapp_account", "testapp_item")
 
     def setUp(self) -> None:
-        clean_tables()
+        super().setUp()
         rows = outside(
             "INSERT INTO testapp_account (name, balance) "
             "SELECT 'soak-' || lpad(n::text, 2, '0'), %s "
@@ -114,21 +105,9 @@ class SoakTests(unittest.IsolatedAsyncioTestCase):
             (START_BALANCE, ACCOUNTS),
         )
         self.account_ids = sorted(row[0] for row in rows)
-        self.app = f"dab-soak-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-
-    async def asyncTearDown(self) -> None:
-        await settle_background()
-        await async_connections.close_all()
-
-    def tearDown(self) -> None:
-        clean_tables()
+        self.app = unique_name("dab-soak")
 
     # ---- the workload ------------------------------------------------------
-
-    async def execute(self, alias: str, sql: str, params: Any = None) -> list[Any]:
-        async with async_connections[alias].cursor() as cursor:
-            await cursor.execute(sql, params)
-            return list(await cursor.fetchall()) if cursor.description else []
 
     async def transfer(
         self, alias: str, gate: contextlib.AbstractAsyncContextManager[Any], t: Transfer
@@ -136,7 +115,7 @@ class SoakTests(unittest.IsolatedAsyncioTestCase):
         async with gate:
             try:
                 async with async_atomic(using=alias):
-                    await self.execute(
+                    await execute(
                         alias,
                         "SELECT id, balance FROM testapp_account "
                         "WHERE id = ANY(%s) ORDER BY id FOR UPDATE",
@@ -145,7 +124,7 @@ class SoakTests(unittest.IsolatedAsyncioTestCase):
                     if t.failed_leg:
                         with contextlib.suppress(LegFailed):
                             async with async_atomic(using=alias):
-                                await self.execute(
+                                await execute(
                                     alias,
                                     "UPDATE testapp_account SET balance = 0 "
                                     "WHERE id = %s",
@@ -153,7 +132,7 @@ class SoakTests(unittest.IsolatedAsyncioTestCase):
                                 )
                                 raise LegFailed
                     async with async_atomic(using=alias):
-                        await self.execute(
+                        await execute(
                             alias,
                             "UPDATE testapp_account SET balance = balance - %s "
                             "WHERE id = %s",
@@ -162,13 +141,13 @@ class SoakTests(unittest.IsolatedAsyncioTestCase):
                     # Let other tasks (and cancellations) in mid-transfer.
                     await asyncio.sleep(0)
                     async with async_atomic(using=alias):
-                        await self.execute(
+                        await execute(
                             alias,
                             "UPDATE testapp_account SET balance = balance + %s "
                             "WHERE id = %s",
                             [t.amount, t.target],
                         )
-                    await self.execute(
+                    await execute(
                         alias,
                         "INSERT INTO testapp_item (name, created) VALUES (%s, now())",
                         [t.audit],
@@ -270,18 +249,9 @@ class SoakTests(unittest.IsolatedAsyncioTestCase):
             await self.run_soak(alias, concurrency=None)
             await self.assert_no_idle_in_transaction()
             pool = await loop_state().pools[alias]
-
-            def whole() -> bool:
-                stats = pool.get_stats()
-                return bool(
-                    stats["pool_available"] == stats["pool_size"]
-                    and stats.get("requests_waiting", 0) == 0
-                    and len(pool._pool) == pool._nconns
-                    and support.count_sessions(self.app) == stats["pool_size"]
-                )
-
             self.assertTrue(
-                await poll(whole), f"connections missing: {pool.get_stats()}"
+                await pool_is_whole(alias, lambda: support.count_sessions(self.app)),
+                f"connections missing: {pool.get_stats()}",
             )
             stats = pool.get_stats()
             self.assertLessEqual(stats["pool_size"], 10)

@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import os
 import unittest
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -27,45 +25,28 @@ from asgiref.sync import iscoroutinefunction
 import support
 from aliases import temporary_alias
 from django_async_backend.db import async_connections
-from django_async_backend.db.backends.base.base import BaseAsyncDatabaseWrapper
+from django_async_backend.db.backends.postgresql.base import AsyncDatabaseWrapper
 from django_async_backend.db.transaction import async_atomic
-from support import outside, poll, settle_background
+from scenarios import POOLED, AliasTestCase, committed_names
+from support import poll, settle_background
 
 REFUSED = "created inside async_atomic"
-
-
-def committed_names() -> list[str]:
-    return [row[0] for row in outside("SELECT name FROM testapp_account ORDER BY name")]
 
 
 class Boom(Exception):
     pass
 
 
-class TaskRuleScenarios(unittest.IsolatedAsyncioTestCase):
-    """The scenarios; subclasses pick the alias options (plain or pooled)."""
+class TaskRuleScenarios(AliasTestCase):
+    """The scenarios, run plain and pooled by the two classes at the end."""
 
-    alias = "rules"
-    alias_options: dict[str, Any] = {}
-
-    @classmethod
-    def setUpClass(cls) -> None:
-        super().setUpClass()
-        support.ensure_test_tables()
+    tables = ("testapp_account",)
+    app_prefix = "dab-rules"
 
     def setUp(self) -> None:
-        outside("DELETE FROM testapp_account")
-        self.app = f"dab-rules-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        super().setUp()
         options = {"application_name": self.app, **self.alias_options}
-        self.enterContext(temporary_alias(self.alias, OPTIONS=options))
         self.enterContext(temporary_alias(f"{self.alias}_other", OPTIONS=options))
-
-    async def asyncTearDown(self) -> None:
-        await settle_background()
-        await async_connections.close_all()
-
-    def tearDown(self) -> None:
-        outside("DELETE FROM testapp_account")
 
     async def add(self, name: str, alias: str | None = None) -> None:
         async with async_connections[alias or self.alias].cursor() as cursor:
@@ -300,7 +281,7 @@ async def _await(call: Callable[[], Awaitable[Any]]) -> Any:
 
 
 def entry_point_calls(
-    connection: BaseAsyncDatabaseWrapper,
+    connection: AsyncDatabaseWrapper,
 ) -> dict[str, Callable[[], Awaitable[Any]]]:
     """A call of every public coroutine method of the wrapper and its cursor."""
     calls: dict[str, Callable[[], Awaitable[Any]]] = {
@@ -335,7 +316,7 @@ class PlainTaskRuleTests(TaskRuleScenarios):
 
 class PooledTaskRuleTests(TaskRuleScenarios):
     alias = "rules_pooled"
-    alias_options = {"pool": {"min_size": 1, "max_size": 4, "timeout": 5}}
+    alias_options = POOLED
 
     async def test_concurrent_first_use_from_other_tasks_opens_one_session(
         self,

@@ -42,11 +42,7 @@ class TaskTests(unittest.IsolatedAsyncioTestCase):
     async def test_child_connections_are_released_when_children_end(self) -> None:
         before = support.count_sessions()
         await asyncio.gather(*(backend_pid_of_default() for _ in range(4)))
-        for _ in range(100):
-            if support.count_sessions() == before:
-                break
-            await asyncio.sleep(0.02)
-        self.assertEqual(support.count_sessions(), before)
+        self.assertEqual(await support.sessions_once_settled(before), before)
 
     async def test_passing_a_connection_to_another_task_is_refused(self) -> None:
         connection = async_connections["default"]

@@ -18,8 +18,6 @@ from typing import Any
 
 from django.db import IntegrityError
 
-import support
-from django_async_backend.db import async_connections
 from django_async_backend.db.transaction import (
     TransactionManagementError,
     async_atomic,
@@ -31,24 +29,10 @@ from django_async_backend.db.transaction import (
     set_rollback,
 )
 from django_async_backend.db.transaction import rollback as rollback_transaction
-from support import outside, settle_background
+from scenarios import DatabaseTestCase, conn, execute, fetchall
+from support import outside
 
 LOGGER = "django.db.backends.base"
-
-
-def conn(using: str = "default") -> Any:
-    return async_connections[using]
-
-
-async def execute(sql: str, params: Any = None, using: str = "default") -> None:
-    async with conn(using).cursor() as cursor:
-        await cursor.execute(sql, params)
-
-
-async def fetchall(sql: str, params: Any = None, using: str = "default") -> list[Any]:
-    async with conn(using).cursor() as cursor:
-        await cursor.execute(sql, params)
-        return list(await cursor.fetchall())
 
 
 def committed_things() -> list[int]:
@@ -56,30 +40,16 @@ def committed_things() -> list[int]:
     return sorted(int(row[0]) for row in rows)
 
 
-def clean_tables() -> None:
-    outside("DELETE FROM testapp_item")
-
-
 class ForcedError(Exception):
     pass
 
 
-class HooksTestCase(unittest.IsolatedAsyncioTestCase):
-    @classmethod
-    def setUpClass(cls) -> None:
-        super().setUpClass()
-        support.ensure_test_tables()
+class HooksTestCase(DatabaseTestCase):
+    tables = ("testapp_item",)
 
     def setUp(self) -> None:
-        clean_tables()
+        super().setUp()
         self.notified: list[Any] = []
-
-    async def asyncTearDown(self) -> None:
-        await settle_background()
-        await async_connections.close_all()
-
-    def tearDown(self) -> None:
-        clean_tables()
 
     def notify(self, id_: Any) -> None:
         if id_ == "error":

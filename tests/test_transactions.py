@@ -15,10 +15,9 @@ connection (inside a transaction) or by a fresh session from outside
 from __future__ import annotations
 
 import asyncio
-import functools
 import unittest
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager, nullcontext
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from typing import Any
 
 import psycopg
@@ -29,7 +28,7 @@ from django.db import (
     InternalError,
 )
 
-import support
+import scenarios
 from aliases import backend_pid
 from django_async_backend.db import async_connections
 from django_async_backend.db.transaction import (
@@ -50,7 +49,8 @@ from django_async_backend.db.transaction import (
     set_autocommit,
     set_rollback,
 )
-from support import outside, session_state, settle_background, terminate
+from scenarios import committed_names, conn, execute, fetchall
+from support import outside, session_state, terminate
 
 FORBIDDEN_IN_ATOMIC = "This is forbidden when an 'atomic' block is active."
 BROKEN_TRANSACTION = (
@@ -63,22 +63,6 @@ DURABLE_NESTED = "A durable atomic block cannot be nested within another atomic 
 # ----------------------------------------------------------------------------
 # Helpers
 # ----------------------------------------------------------------------------
-
-
-def conn(using: str = "default") -> Any:
-    """The current task's async wrapper (never keep it across test steps)."""
-    return async_connections[using]
-
-
-async def execute(sql: str, params: Any = None, using: str = "default") -> None:
-    async with conn(using).cursor() as cursor:
-        await cursor.execute(sql, params)
-
-
-async def fetchall(sql: str, params: Any = None, using: str = "default") -> list[Any]:
-    async with conn(using).cursor() as cursor:
-        await cursor.execute(sql, params)
-        return list(await cursor.fetchall())
 
 
 async def add(name: str, balance: int = 0, using: str = "default") -> None:
@@ -96,70 +80,12 @@ async def names(using: str = "default") -> list[str]:
     return [row[0] for row in rows]
 
 
-def committed_names() -> list[str]:
-    """Account names that are really committed."""
-    return [row[0] for row in outside("SELECT name FROM testapp_account ORDER BY name")]
-
-
-def clean_tables() -> None:
-    outside("DELETE FROM testapp_account")
-    outside("DELETE FROM testapp_item")
-
-
 class Oops(Exception):
     pass
 
 
-class DatabaseTestCase(unittest.IsolatedAsyncioTestCase):
-    """Tables cleaned before and after each test; connections closed after."""
-
-    @classmethod
-    def setUpClass(cls) -> None:
-        super().setUpClass()
-        support.ensure_test_tables()
-
-    def setUp(self) -> None:
-        clean_tables()
-
-    async def asyncTearDown(self) -> None:
-        await settle_background()
-        await async_connections.close_all()
-
-    def tearDown(self) -> None:
-        clean_tables()
-
-
-def each_test_inside(
-    enclosing: Callable[[Any], Any],
-) -> Callable[[type[DatabaseTestCase]], type[DatabaseTestCase]]:
-    """Class decorator: run every ``test_*`` method inside ``enclosing(self)``.
-
-    Django's AtomicInsideTransactionTests enter a block in ``setUp``; here
-    setUp and the test run in different tasks (so on different connections),
-    so the enclosing block wraps the test method itself.
-    """
-
-    def wrap(method: Callable[[Any], Any]) -> Callable[[Any], Any]:
-        @functools.wraps(method)
-        async def test(self: Any) -> None:
-            async with enclosing(self):
-                await method(self)
-
-        return test
-
-    def decorate(cls: type[DatabaseTestCase]) -> type[DatabaseTestCase]:
-        for name in dir(cls):
-            if name.startswith("test_"):
-                setattr(cls, name, wrap(getattr(cls, name)))
-        return cls
-
-    return decorate
-
-
-@asynccontextmanager
-async def inside_atomic(test: Any) -> AsyncIterator[None]:
-    async with async_atomic():
-        yield
+class DatabaseTestCase(scenarios.DatabaseTestCase):
+    tables = ("testapp_account", "testapp_item")
 
 
 @asynccontextmanager
@@ -175,10 +101,6 @@ async def manual_mode(using: str = "default") -> AsyncIterator[None]:
         await set_autocommit(True, using=using)
 
 
-def without_autocommit(test: Any) -> Any:
-    return manual_mode()
-
-
 # ----------------------------------------------------------------------------
 # Ports of Django's tests/transactions/tests.py
 # ----------------------------------------------------------------------------
@@ -190,218 +112,254 @@ class AtomicTests(DatabaseTestCase):
     The tests make assertions on internal attributes where Django's do,
     because there isn't a robust way to ask the database for its current
     transaction state.
+
+    Each test runs inside ``self.enclosing()``: nothing here, an atomic block
+    or autocommit turned off in the two classes below. (Django's enter theirs
+    in setUp; here setUp runs in another task, on another connection.)
     """
 
-    async def test_decorator_syntax_commit(self) -> None:
-        @async_atomic
-        async def make_reporter() -> str:
-            await add("Tintin")
-            return "Tintin"
+    def enclosing(self) -> AbstractAsyncContextManager[Any]:
+        return nullcontext()
 
-        self.assertEqual(await make_reporter(), "Tintin")
-        self.assertEqual(await names(), ["Tintin"])
+    async def test_decorator_syntax_commit(self) -> None:
+        async with self.enclosing():
+
+            @async_atomic
+            async def make_reporter() -> str:
+                await add("Tintin")
+                return "Tintin"
+
+            self.assertEqual(await make_reporter(), "Tintin")
+            self.assertEqual(await names(), ["Tintin"])
 
     async def test_decorator_syntax_rollback(self) -> None:
-        @async_atomic
-        async def make_reporter() -> None:
-            await add("Haddock")
-            raise Exception("Oops, that's his last name")
+        async with self.enclosing():
 
-        with self.assertRaisesRegex(Exception, "Oops"):
-            await make_reporter()
-        self.assertEqual(await names(), [])
-
-    async def test_alternate_decorator_syntax_commit(self) -> None:
-        @async_atomic()
-        async def make_reporter() -> str:
-            await add("Tintin")
-            return "Tintin"
-
-        self.assertEqual(await make_reporter(), "Tintin")
-        self.assertEqual(await names(), ["Tintin"])
-
-    async def test_alternate_decorator_syntax_rollback(self) -> None:
-        @async_atomic()
-        async def make_reporter() -> None:
-            await add("Haddock")
-            raise Exception("Oops, that's his last name")
-
-        with self.assertRaisesRegex(Exception, "Oops"):
-            await make_reporter()
-        self.assertEqual(await names(), [])
-
-    async def test_commit(self) -> None:
-        async with async_atomic():
-            await add("Tintin")
-        self.assertEqual(await names(), ["Tintin"])
-
-    async def test_rollback(self) -> None:
-        with self.assertRaisesRegex(Exception, "Oops"):
-            async with async_atomic():
+            @async_atomic
+            async def make_reporter() -> None:
                 await add("Haddock")
                 raise Exception("Oops, that's his last name")
-        self.assertEqual(await names(), [])
 
-    async def test_nested_commit_commit(self) -> None:
-        async with async_atomic():
-            await add("Tintin")
+            with self.assertRaisesRegex(Exception, "Oops"):
+                await make_reporter()
+            self.assertEqual(await names(), [])
+
+    async def test_alternate_decorator_syntax_commit(self) -> None:
+        async with self.enclosing():
+
+            @async_atomic()
+            async def make_reporter() -> str:
+                await add("Tintin")
+                return "Tintin"
+
+            self.assertEqual(await make_reporter(), "Tintin")
+            self.assertEqual(await names(), ["Tintin"])
+
+    async def test_alternate_decorator_syntax_rollback(self) -> None:
+        async with self.enclosing():
+
+            @async_atomic()
+            async def make_reporter() -> None:
+                await add("Haddock")
+                raise Exception("Oops, that's his last name")
+
+            with self.assertRaisesRegex(Exception, "Oops"):
+                await make_reporter()
+            self.assertEqual(await names(), [])
+
+    async def test_commit(self) -> None:
+        async with self.enclosing():
             async with async_atomic():
-                await add("Archibald Haddock")
-        self.assertEqual(await names(), ["Archibald Haddock", "Tintin"])
+                await add("Tintin")
+            self.assertEqual(await names(), ["Tintin"])
 
-    async def test_nested_commit_rollback(self) -> None:
-        async with async_atomic():
-            await add("Tintin")
+    async def test_rollback(self) -> None:
+        async with self.enclosing():
             with self.assertRaisesRegex(Exception, "Oops"):
                 async with async_atomic():
                     await add("Haddock")
                     raise Exception("Oops, that's his last name")
-        self.assertEqual(await names(), ["Tintin"])
+            self.assertEqual(await names(), [])
 
-    async def test_nested_rollback_commit(self) -> None:
-        with self.assertRaisesRegex(Exception, "Oops"):
+    async def test_nested_commit_commit(self) -> None:
+        async with self.enclosing():
             async with async_atomic():
                 await add("Tintin")
                 async with async_atomic():
-                    await add("Haddock")
-                raise Exception("Oops, that's his first name")
-        self.assertEqual(await names(), [])
+                    await add("Archibald Haddock")
+            self.assertEqual(await names(), ["Archibald Haddock", "Tintin"])
 
-    async def test_nested_rollback_rollback(self) -> None:
-        with self.assertRaisesRegex(Exception, "Oops"):
+    async def test_nested_commit_rollback(self) -> None:
+        async with self.enclosing():
             async with async_atomic():
                 await add("Tintin")
                 with self.assertRaisesRegex(Exception, "Oops"):
                     async with async_atomic():
                         await add("Haddock")
-                    raise Exception("Oops, that's his last name")
-                raise Exception("Oops, that's his first name")
-        self.assertEqual(await names(), [])
+                        raise Exception("Oops, that's his last name")
+            self.assertEqual(await names(), ["Tintin"])
+
+    async def test_nested_rollback_commit(self) -> None:
+        async with self.enclosing():
+            with self.assertRaisesRegex(Exception, "Oops"):
+                async with async_atomic():
+                    await add("Tintin")
+                    async with async_atomic():
+                        await add("Haddock")
+                    raise Exception("Oops, that's his first name")
+            self.assertEqual(await names(), [])
+
+    async def test_nested_rollback_rollback(self) -> None:
+        async with self.enclosing():
+            with self.assertRaisesRegex(Exception, "Oops"):
+                async with async_atomic():
+                    await add("Tintin")
+                    with self.assertRaisesRegex(Exception, "Oops"):
+                        async with async_atomic():
+                            await add("Haddock")
+                        raise Exception("Oops, that's his last name")
+                    raise Exception("Oops, that's his first name")
+            self.assertEqual(await names(), [])
 
     async def test_merged_commit_commit(self) -> None:
-        async with async_atomic():
-            await add("Tintin")
-            async with async_atomic(savepoint=False):
-                await add("Archibald Haddock")
-        self.assertEqual(await names(), ["Archibald Haddock", "Tintin"])
-
-    async def test_merged_commit_rollback(self) -> None:
-        async with async_atomic():
-            await add("Tintin")
-            with self.assertRaisesRegex(Exception, "Oops"):
-                async with async_atomic(savepoint=False):
-                    await add("Haddock")
-                    raise Exception("Oops, that's his last name")
-        # Writes in the outer block are rolled back too.
-        self.assertEqual(await names(), [])
-
-    async def test_merged_rollback_commit(self) -> None:
-        with self.assertRaisesRegex(Exception, "Oops"):
+        async with self.enclosing():
             async with async_atomic():
                 await add("Tintin")
                 async with async_atomic(savepoint=False):
-                    await add("Haddock")
-                raise Exception("Oops, that's his first name")
-        self.assertEqual(await names(), [])
+                    await add("Archibald Haddock")
+            self.assertEqual(await names(), ["Archibald Haddock", "Tintin"])
 
-    async def test_merged_rollback_rollback(self) -> None:
-        with self.assertRaisesRegex(Exception, "Oops"):
+    async def test_merged_commit_rollback(self) -> None:
+        async with self.enclosing():
             async with async_atomic():
                 await add("Tintin")
                 with self.assertRaisesRegex(Exception, "Oops"):
                     async with async_atomic(savepoint=False):
                         await add("Haddock")
-                    raise Exception("Oops, that's his last name")
-                raise Exception("Oops, that's his first name")
-        self.assertEqual(await names(), [])
+                        raise Exception("Oops, that's his last name")
+            # Writes in the outer block are rolled back too.
+            self.assertEqual(await names(), [])
+
+    async def test_merged_rollback_commit(self) -> None:
+        async with self.enclosing():
+            with self.assertRaisesRegex(Exception, "Oops"):
+                async with async_atomic():
+                    await add("Tintin")
+                    async with async_atomic(savepoint=False):
+                        await add("Haddock")
+                    raise Exception("Oops, that's his first name")
+            self.assertEqual(await names(), [])
+
+    async def test_merged_rollback_rollback(self) -> None:
+        async with self.enclosing():
+            with self.assertRaisesRegex(Exception, "Oops"):
+                async with async_atomic():
+                    await add("Tintin")
+                    with self.assertRaisesRegex(Exception, "Oops"):
+                        async with async_atomic(savepoint=False):
+                            await add("Haddock")
+                        raise Exception("Oops, that's his last name")
+                    raise Exception("Oops, that's his first name")
+            self.assertEqual(await names(), [])
 
     async def test_reuse_commit_commit(self) -> None:
-        atomic = async_atomic()
-        async with atomic:
-            await add("Tintin")
-            async with atomic:
-                await add("Archibald Haddock")
-        self.assertEqual(await names(), ["Archibald Haddock", "Tintin"])
-
-    async def test_reuse_commit_rollback(self) -> None:
-        atomic = async_atomic()
-        async with atomic:
-            await add("Tintin")
-            with self.assertRaisesRegex(Exception, "Oops"):
-                async with atomic:
-                    await add("Haddock")
-                    raise Exception("Oops, that's his last name")
-        self.assertEqual(await names(), ["Tintin"])
-
-    async def test_reuse_rollback_commit(self) -> None:
-        atomic = async_atomic()
-        with self.assertRaisesRegex(Exception, "Oops"):
+        async with self.enclosing():
+            atomic = async_atomic()
             async with atomic:
                 await add("Tintin")
                 async with atomic:
-                    await add("Haddock")
-                raise Exception("Oops, that's his first name")
-        self.assertEqual(await names(), [])
+                    await add("Archibald Haddock")
+            self.assertEqual(await names(), ["Archibald Haddock", "Tintin"])
 
-    async def test_reuse_rollback_rollback(self) -> None:
-        atomic = async_atomic()
-        with self.assertRaisesRegex(Exception, "Oops"):
+    async def test_reuse_commit_rollback(self) -> None:
+        async with self.enclosing():
+            atomic = async_atomic()
             async with atomic:
                 await add("Tintin")
                 with self.assertRaisesRegex(Exception, "Oops"):
                     async with atomic:
                         await add("Haddock")
-                    raise Exception("Oops, that's his last name")
-                raise Exception("Oops, that's his first name")
-        self.assertEqual(await names(), [])
+                        raise Exception("Oops, that's his last name")
+            self.assertEqual(await names(), ["Tintin"])
+
+    async def test_reuse_rollback_commit(self) -> None:
+        async with self.enclosing():
+            atomic = async_atomic()
+            with self.assertRaisesRegex(Exception, "Oops"):
+                async with atomic:
+                    await add("Tintin")
+                    async with atomic:
+                        await add("Haddock")
+                    raise Exception("Oops, that's his first name")
+            self.assertEqual(await names(), [])
+
+    async def test_reuse_rollback_rollback(self) -> None:
+        async with self.enclosing():
+            atomic = async_atomic()
+            with self.assertRaisesRegex(Exception, "Oops"):
+                async with atomic:
+                    await add("Tintin")
+                    with self.assertRaisesRegex(Exception, "Oops"):
+                        async with atomic:
+                            await add("Haddock")
+                        raise Exception("Oops, that's his last name")
+                    raise Exception("Oops, that's his first name")
+            self.assertEqual(await names(), [])
 
     async def test_force_rollback(self) -> None:
-        async with async_atomic():
-            await add("Tintin")
-            # atomic block shouldn't rollback, but force it.
-            self.assertFalse(get_rollback())
-            set_rollback(True)
-        self.assertEqual(await names(), [])
+        async with self.enclosing():
+            async with async_atomic():
+                await add("Tintin")
+                # atomic block shouldn't rollback, but force it.
+                self.assertFalse(get_rollback())
+                set_rollback(True)
+            self.assertEqual(await names(), [])
 
     async def test_prevent_rollback(self) -> None:
-        async with async_atomic():
-            await add("Tintin")
-            sid = await savepoint()
-            assert sid is not None
-            # trigger a database error inside an inner atomic without savepoint
-            with self.assertRaises(DatabaseError):
-                async with async_atomic(savepoint=False):
-                    await execute("SELECT no_such_col FROM testapp_account")
-            # prevent atomic from rolling back since we're recovering manually
-            self.assertTrue(get_rollback())
-            set_rollback(False)
-            await savepoint_rollback(sid)
-        self.assertEqual(await names(), ["Tintin"])
+        async with self.enclosing():
+            async with async_atomic():
+                await add("Tintin")
+                sid = await savepoint()
+                assert sid is not None
+                # trigger a database error inside an inner atomic without savepoint
+                with self.assertRaises(DatabaseError):
+                    async with async_atomic(savepoint=False):
+                        await execute("SELECT no_such_col FROM testapp_account")
+                # prevent atomic from rolling back since we're recovering manually
+                self.assertTrue(get_rollback())
+                set_rollback(False)
+                await savepoint_rollback(sid)
+            self.assertEqual(await names(), ["Tintin"])
 
     async def test_failure_on_exit_transaction(self) -> None:
-        async with async_atomic():
-            with self.assertRaises(DatabaseError):
-                async with async_atomic():
-                    await add("Tintin")
-                    self.assertEqual(len(await names()), 1)
-                    # Incorrect savepoint id to provoke a database error.
-                    conn().savepoint_ids.append("12")
-            with self.assertRaises(TransactionManagementError):
-                await names()
-            self.assertIs(conn().needs_rollback, True)
-            if conn().savepoint_ids:
-                conn().savepoint_ids.pop()
-        self.assertEqual(await names(), [])
+        async with self.enclosing():
+            async with async_atomic():
+                with self.assertRaises(DatabaseError):
+                    async with async_atomic():
+                        await add("Tintin")
+                        self.assertEqual(len(await names()), 1)
+                        # Incorrect savepoint id to provoke a database error.
+                        conn().savepoint_ids.append("12")
+                with self.assertRaises(TransactionManagementError):
+                    await names()
+                self.assertIs(conn().needs_rollback, True)
+                if conn().savepoint_ids:
+                    conn().savepoint_ids.pop()
+            self.assertEqual(await names(), [])
 
 
-@each_test_inside(inside_atomic)
 class AtomicInsideTransactionTests(AtomicTests):
     """All basic tests for atomic should also pass within an existing transaction."""
 
+    def enclosing(self) -> AbstractAsyncContextManager[Any]:
+        return async_atomic()
 
-@each_test_inside(without_autocommit)
+
 class AtomicWithoutAutocommitTests(AtomicTests):
     """All basic tests for atomic should also pass when autocommit is turned off."""
+
+    def enclosing(self) -> AbstractAsyncContextManager[Any]:
+        return manual_mode()
 
 
 class AtomicMergeTests(DatabaseTestCase):
