@@ -2,10 +2,11 @@
 
 The same calls on the same model and table: ``aget()`` by primary key,
 ``acreate()``, and ``async for`` over 10,000 rows; and ``run_sync`` around
-sync code doing one ``get()``, next to the native ``aget()`` it amounts to. With the model opted in
-(``AsyncModelMixin``) they run on this backend's async connection; on the
-``stock`` alias the very same calls run as Django's async ORM does them, in a
-thread through ``sync_to_async``, on Django's stock backend.
+sync code doing one ``get()``, next to the native ``aget()`` it amounts to.
+With the model opted in (``AsyncModelMixin``) they run on this backend's
+async connection; on the ``stock`` alias the very same calls run as Django's
+async ORM does them, in a thread through ``sync_to_async``, on Django's stock
+backend.
 """
 
 from __future__ import annotations

@@ -418,12 +418,11 @@ async def drive(
     load.seconds = time.perf_counter() - started
 
 
-async def fetch_totals(port: int, timeout: float) -> dict[str, Any]:
+async def fetch_totals(port: int) -> dict[str, Any]:
     connection = Connection(port)
     try:
-        status, body = await asyncio.wait_for(
-            connection.request("GET", "/api/totals/"), timeout
-        )
+        async with asyncio.timeout(60):
+            status, body = await connection.request("GET", "/api/totals/")
     finally:
         await connection.close()
     if status != 200:
@@ -523,7 +522,7 @@ def smoke(args: argparse.Namespace) -> int:
     )
     sock.close()  # the child holds the listening socket now
     try:
-        before = asyncio.run(fetch_totals(port, timeout=60))
+        before = asyncio.run(fetch_totals(port))
         names = [account["name"] for account in before["accounts"]]
         load = Load(expected_total=before["total"])
         planned = plan(args.requests, names, args.seed)
@@ -533,10 +532,10 @@ def smoke(args: argparse.Namespace) -> int:
                 PAGES,
                 lambda: drive(port, planned, args.concurrency, load),
                 lambda: load.committed,
-                lambda: fetch_totals(port, timeout=60),
+                lambda: fetch_totals(port),
             )
         )
-        after = asyncio.run(fetch_totals(port, timeout=60))
+        after = asyncio.run(fetch_totals(port))
     except (OSError, RuntimeError, ValueError, EOFError, TimeoutError) as exc:
         say(f"smoke: FAILED: the server did not answer as expected: {exc!r}")
         return 1
