@@ -15,7 +15,7 @@ import contextvars
 import sys
 import weakref
 from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Generator
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 from django_async_backend.utils import compat
 
@@ -190,12 +190,22 @@ _states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopState] = (
 )
 
 
+# The last loop asked for and its state: nearly every call is for the same
+# loop (a weak reference, so that a closed loop can still be collected).
+_last: tuple[weakref.ref[asyncio.AbstractEventLoop], LoopState] | None = None
+
+
 def loop_state(loop: asyncio.AbstractEventLoop | None = None) -> LoopState:
     """Return the state of ``loop`` (default: the running loop)."""
+    global _last
     loop = loop or asyncio.get_running_loop()
+    last = _last
+    if last is not None and last[0]() is loop:
+        return last[1]
     state = _states.get(loop)
     if state is None:
         state = _states[loop] = LoopState()
+    _last = (weakref.ref(loop), state)
     return state
 
 
@@ -268,9 +278,9 @@ async def open_shielded(
     """
     done, opening = start_eagerly(coro)
     if done:
-        return cast(T, opening)
+        return opening  # type: ignore[no-any-return]
     try:
-        return cast(T, await asyncio.shield(opening))
+        return await asyncio.shield(opening)
     except asyncio.CancelledError:
 
         def discard(done: asyncio.Future[Any]) -> None:
@@ -285,5 +295,5 @@ async def shielded(coro: Coroutine[Any, Any, T]) -> T:
     """Await ``coro`` to the end even if the awaiting task is cancelled."""
     done, rest = start_eagerly(coro)
     if done:
-        return cast(T, rest)
-    return cast(T, await asyncio.shield(rest))
+        return rest  # type: ignore[no-any-return]
+    return await asyncio.shield(rest)

@@ -32,6 +32,7 @@ from django_async_backend.db.backends.base.transactions import TransactionMixin
 from django_async_backend.db.backends.utils import (
     AsyncCursorDebugWrapper,
     AsyncCursorWrapper,
+    reraise,
     task_bound,
 )
 from django_async_backend.utils import compat
@@ -192,6 +193,8 @@ class BaseAsyncDatabaseWrapper(TransactionMixin):
         Sync receivers run inline on the event loop (never in a thread), so
         they must not block.
         """
+        if not connection_created.receivers:
+            return  # Django's own shortcut in Signal.send(): the usual case
         sync_receivers, async_receivers = compat.live_receivers(
             connection_created, self.__class__
         )
@@ -261,8 +264,10 @@ class BaseAsyncDatabaseWrapper(TransactionMixin):
             ):
                 await self.close_if_health_check_failed()
                 await self._ensure_connection()
-            with self.wrap_database_errors:
+            try:
                 cursor = self.create_cursor(name)
+            except Exception as error:
+                reraise(self, error)
         except BaseException:
             self.cursor_closed(None)
             raise

@@ -175,7 +175,7 @@ class AsyncDatabaseWrapper(BaseAsyncDatabaseWrapper):
         self.isolation_level = level or IsolationLevel.READ_COMMITTED
         self._pool = None
         # Shielded: a cancellation must not leave a half-open session behind.
-        if self.pool_options is not None:
+        if self.settings_dict["OPTIONS"].get("pool"):
             while True:
                 pool = await get_pool(self)  # ImproperlyConfigured, no psycopg_pool
                 try:
@@ -378,13 +378,14 @@ class AsyncDatabaseWrapper(BaseAsyncDatabaseWrapper):
                 # WITH HOLD cursors would outlive the checkout in the pool.
                 with contextlib.suppress(Exception):
                     await self._close_named_cursors()
-            with self.wrap_database_errors:
-                try:
-                    await self._give_back(self.connection)
-                finally:
-                    if pooled:
-                        # It belongs to the pool now: never touch it again.
-                        self.connection = None
+            try:
+                await self._give_back(self.connection)
+            except Exception as error:
+                reraise(self, error)
+            finally:
+                if pooled:
+                    # It belongs to the pool now: never touch it again.
+                    self.connection = None
 
     @task_bound
     async def is_usable(self) -> bool:

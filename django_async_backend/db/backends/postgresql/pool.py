@@ -28,6 +28,13 @@ async def get_pool(db: AsyncDatabaseWrapper) -> Any:
     """Return the open pool of ``db.alias`` on the running loop."""
     state = loop_state()
     opening = state.pools.get(db.alias)
+    if (
+        opening is not None
+        and opening.done()
+        and not opening.cancelled()
+        and opening.exception() is None
+    ):
+        return opening.result()  # open: the usual case, without a shield
     if opening is None:
         # Created once per loop; concurrent callers wait for the same opening,
         # and a caller being cancelled does not cancel it for the others.
