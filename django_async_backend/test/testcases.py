@@ -29,7 +29,7 @@ from django.db import DEFAULT_DB_ALIAS
 from django.test import TransactionTestCase
 
 from django_async_backend.db import async_connections
-from django_async_backend.db.backends.base.transactions import run_commit_hook
+from django_async_backend.db.backends.base.commit_hooks import run_commit_hook
 from django_async_backend.db.transaction import AsyncAtomic
 from django_async_backend.db.utils import ConnectionScope
 from django_async_backend.utils import compat

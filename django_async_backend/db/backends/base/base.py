@@ -15,11 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from typing import Any, cast
 
 from django.db import DEFAULT_DB_ALIAS, ProgrammingError
@@ -28,6 +26,7 @@ from django.db.backends.signals import connection_created
 from django.db.utils import DatabaseErrorWrapper
 from django.utils.functional import cached_property
 
+from django_async_backend.db.backends.base.lifecycle import LifecycleMixin
 from django_async_backend.db.backends.base.transactions import TransactionMixin
 from django_async_backend.db.backends.utils import (
     AsyncCursorDebugWrapper,
@@ -39,8 +38,6 @@ from django_async_backend.utils import compat
 from django_async_backend.utils.compat import running_loop, task_of
 from django_async_backend.utils.loops import loop_state
 
-logger = logging.getLogger("django.db.backends.base")
-
 _django = cast(Any, BaseDatabaseWrapper)
 
 # Receivers of ``connection_created`` that run sync I/O on the *sync*
@@ -48,7 +45,7 @@ _django = cast(Any, BaseDatabaseWrapper)
 SKIPPED_RECEIVERS = {"django.contrib.postgres.signals.register_type_handlers"}
 
 
-class BaseAsyncDatabaseWrapper(TransactionMixin):
+class BaseAsyncDatabaseWrapper(LifecycleMixin, TransactionMixin):
     """Represent one async database connection, driven by one task."""
 
     vendor = "unknown"
@@ -283,43 +280,6 @@ class BaseAsyncDatabaseWrapper(TransactionMixin):
         if not self.uses:
             self.became_unused()
 
-    # ##### Pooled connections go back when another task needs them #####
-
-    def unused(self) -> bool:
-        """Tell whether nothing uses the connection now (no cursor, no transaction)."""
-        connection = self.connection
-        return bool(
-            connection is not None
-            and not self.uses
-            and not self.in_atomic_block
-            and self.autocommit
-            and connection.autocommit
-            and not connection.closed
-            and not self.transaction_is_open()
-        )
-
-    def became_unused(self) -> None:
-        """Hook: the last use of the connection has just ended (a pool's cue)."""
-
-    @asynccontextmanager
-    async def hold(self) -> AsyncIterator[None]:
-        """Keep this task's connection, one session, for the whole block.
-
-        A pooled connection otherwise goes back to its pool whenever the task
-        stops using it (outside transactions and cursors): session state
-        such as ``SET``, temporary tables, session-level advisory locks or
-        ``LISTEN`` needs one session. Plain connections stay with their task
-        anyway.
-        """
-        self.uses += 1
-        try:
-            await self.ensure_connection()  # (checks the task)
-            yield
-        finally:
-            self.uses -= 1
-            if not self.uses:
-                self.became_unused()
-
     # ##### Cursors closed by other tasks #####
 
     def owned_by_current_task(self) -> bool:
@@ -366,37 +326,7 @@ class BaseAsyncDatabaseWrapper(TransactionMixin):
 
     close = task_bound(_close_connection, "close")
 
-    # ##### Health checks and persistent connections #####
-
-    @task_bound
-    async def close_if_unusable_or_obsolete(self) -> None:
-        """Close the connection if errors made it unusable or it is too old.
-
-        Django's ``close_if_unusable_or_obsolete()`` (what its
-        ``close_old_connections`` runs around each request), awaited: a
-        connection whose autocommit mode was not restored, one that failed
-        since its last commit and does not answer, or one past
-        ``CONN_MAX_AGE`` is closed (a pooled one returned).
-        """
-        if self.connection is None:
-            return
-        self.health_check_done = False
-        # If the application didn't restore the original autocommit
-        # setting, don't take chances, drop the connection.
-        if self.autocommit != self.settings_dict["AUTOCOMMIT"]:
-            await self._close_connection()
-            return
-        # If an exception other than DataError or IntegrityError occurred
-        # since the last commit / rollback, check if the connection works.
-        if self.errors_occurred:
-            if await self.is_usable():
-                self.errors_occurred = False
-                self.health_check_done = True
-            else:
-                await self._close_connection()
-                return
-        if self.close_at is not None and time.monotonic() >= self.close_at:
-            await self._close_connection()
+    # ##### Django's wrapper API #####
 
     def copy(self, alias: str | None = None) -> BaseAsyncDatabaseWrapper:
         """Return a new wrapper with the same settings (Django's ``copy()``).
@@ -406,88 +336,6 @@ class BaseAsyncDatabaseWrapper(TransactionMixin):
         """
         settings_dict = copy.deepcopy(self.settings_dict)
         return type(self)(settings_dict, self.alias if alias is None else alias)
-
-    @task_bound
-    async def close_if_health_check_failed(self) -> None:
-        """Close the connection if it fails a health check (CONN_HEALTH_CHECKS)."""
-        if (
-            self.connection is None
-            or not self.health_check_enabled
-            or self.health_check_done
-        ):
-            return
-        if not await self.is_usable():
-            await self.close()
-        self.health_check_done = True
-
-    def is_reusable(self) -> bool:
-        """Tell whether the connection may outlive its task (CONN_MAX_AGE)."""
-        return (
-            self.connection is not None
-            and not self.in_atomic_block
-            and not self.errors_occurred
-            and self.autocommit == self.settings_dict["AUTOCOMMIT"]
-            and self.settings_dict["CONN_MAX_AGE"] != 0
-            and (self.close_at is None or time.monotonic() < self.close_at)
-            and not self.connection.closed
-            and not self.named_cursors  # to close first (I/O): see release()
-        )
-
-    def park(self) -> bool:
-        """Keep the connection for a later task if CONN_MAX_AGE allows it.
-
-        No I/O: it runs in the done-callback of the task that used it, so the
-        very next task on the loop can take it over. Return whether it did.
-        """
-        if not self.is_reusable():
-            return False
-        idle = loop_state().idle.setdefault(self.alias, [])
-        idle.append((self.connection, self.close_at))
-        self.connection = None
-        return True
-
-    async def _release(self) -> None:
-        """Give the connection up at the end of its task.
-
-        A connection that CONN_MAX_AGE lets live on is parked for the next
-        task on this event loop; anything else is closed (or returned to the
-        pool). Never raises: this runs after its task is gone.
-        """
-        try:
-            if self.named_cursors and self.connection is not None:
-                try:
-                    await self._close_named_cursors()
-                except Exception:
-                    self.errors_occurred = True  # so closed, not reused
-            if not self.park():
-                await self._close_connection()
-        except Exception:  # nobody is left to handle it
-            logger.debug("Error releasing connection %r", self.alias, exc_info=True)
-            self.connection = None
-
-    release = task_bound(_release, "release")
-
-    async def _adopt_idle_connection(self) -> bool:
-        """Take over a connection parked by a finished task, if one is left.
-
-        Parked connections that outlived CONN_MAX_AGE meanwhile are closed.
-        """
-        idle = loop_state().idle.get(self.alias)
-        while idle:
-            connection, close_at = idle.pop()
-            if close_at is not None and time.monotonic() >= close_at:
-                await connection.close()
-                continue
-            if connection.closed:
-                continue
-            self.connection, self.close_at = connection, close_at
-            self.autocommit = self.settings_dict["AUTOCOMMIT"]
-            return True
-        return False
-
-    async def _idle_connection_works(self) -> bool:
-        """Check a parked connection before reuse (CONN_HEALTH_CHECKS)."""
-        return not self.health_check_enabled or await self.is_usable()
 
     # ##### Task safety #####
 

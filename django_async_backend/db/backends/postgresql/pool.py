@@ -10,15 +10,21 @@ pool: a task's tidy-up (``close_all()``) never breaks another task.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 from typing import TYPE_CHECKING, Any
 
+import psycopg
 from django.core.exceptions import ImproperlyConfigured
 from psycopg import sql as pgsql
+from psycopg.pq import TransactionStatus
 
 from django_async_backend.db.backends.postgresql.session import configure_session
-from django_async_backend.utils.loops import loop_state
+from django_async_backend.db.backends.utils import task_bound
+from django_async_backend.utils.loops import loop_state, shielded, start_eagerly
+
+IDLE = TransactionStatus.IDLE
 
 if TYPE_CHECKING:
     from django_async_backend.db.backends.postgresql.base import AsyncDatabaseWrapper
@@ -177,3 +183,112 @@ def _reset(role: str) -> Any:
             await connection.commit()
 
     return reset
+
+
+class PooledMixin:
+    """The pooled side of the PostgreSQL async wrapper.
+
+    A task keeps its pooled connection between uses and gives it back as
+    soon as another task waits for one while it is not using it
+    (``became_unused``, ``give_back_if_unused``); ``pool`` and
+    ``close_pool()`` are Django's API.
+    """
+
+    alias: str
+    settings_dict: dict[str, Any]
+    connection: Any
+    _pool: Any
+    _control_cursor: Any
+    _tz_checked: Any
+
+    if TYPE_CHECKING:
+
+        def unused(self) -> bool: ...
+        @property
+        def owner_done(self) -> bool: ...
+
+    @property
+    def pool_options(self) -> dict[str, Any] | None:
+        """The psycopg_pool arguments of OPTIONS["pool"], or None."""
+        options = self.settings_dict["OPTIONS"].get("pool")
+        if not options:
+            return None
+        return {} if options is True else dict(options)
+
+    def became_unused(self) -> None:
+        """Give the connection back now if another task waits for one.
+
+        (Or if its pool was retired by close_pool(): it is then closed.)
+        """
+        pool = self._pool
+        if pool is not None and (pool.waiting or pool.retired):
+            self.give_back_if_unused()
+
+    def give_back_if_unused(self) -> None:
+        """Return the pooled connection if nothing uses it; next use checks out.
+
+        Called by the pool when another task needs a connection: the owner
+        task may be elsewhere (waiting for a websocket message, say), but a
+        connection it is not using is not its to keep.
+        """
+        pool = self._pool
+        if pool is None or not self.unused() or self.owner_done:
+            return
+        connection = self.connection
+        self.connection = self._pool = None
+        self._control_cursor = self._tz_checked = None
+        pool.holders.discard(self)
+        start_eagerly(_return_to_pool(pool, connection))
+
+    @property
+    def pool(self) -> Any:
+        """The running loop's psycopg_pool pool of this alias, or None.
+
+        None also while it has not been opened yet: unlike Django's sync
+        ``pool``, reading it does not create one (that needs I/O); the first
+        connection does.
+        """
+        if self.pool_options is None:
+            return None
+        opening = loop_state().pools.get(self.alias)
+        if opening is None or not opening.done() or opening.exception():
+            return None
+        return opening.result()
+
+    @task_bound
+    async def close_pool(self) -> None:
+        """Close the running loop's pool of this alias (Django's close_pool()).
+
+        The next use opens a new pool; a checkout waiting on this one gets its
+        connection from the new one, and connections in use are closed when
+        given back. Other event loops' pools are not touched.
+        """
+        await loop_state().retire_pool(self.alias)
+
+    async def _give_back(self, connection: Any) -> None:
+        """Return ``connection`` to its pool, or close it."""
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            pool.holders.discard(self)
+            # Shielded: an interrupted putconn() would strand a pool slot.
+            if connection.pgconn.transaction_status == IDLE:
+                await shielded(pool.putconn(connection))
+            else:
+                await shielded(_return_to_pool(pool, connection))
+        else:
+            # Never suspends: it only closes the socket.
+            await connection.close()
+
+
+async def _return_to_pool(pool: Any, connection: Any) -> None:
+    """Give ``connection`` back, its transaction (if any) rolled back first.
+
+    A connection closed inside a block (Django's close() there) still has
+    the transaction open: roll it back here rather than make the pool clean
+    up after us (it would warn about it).
+    """
+    status = connection.pgconn.transaction_status
+    if status == TransactionStatus.INTRANS or status == TransactionStatus.INERROR:
+        with contextlib.suppress(psycopg.Error):
+            await connection.rollback()
+    await pool.putconn(connection)
