@@ -287,7 +287,7 @@ def markdown(run: Run) -> str:
         "",
         "```bash",
         "python3 dev.py bench           # all of the above; rewrites this page",
-        "python3 dev.py bench --quick   # a short run that only prints",
+        "python3 dev.py bench --quick   # a short run that only prints (CI runs it)",
         "python3 dev.py bench --only sequential,transactions --no-write",
         "# client CPU per operation, backend vs raw psycopg, and a profile:",
         "DATABASE_URL=postgresql://... .venv/bin/python -m benchmarks.profile \\",
