@@ -46,6 +46,16 @@ CURSOR = (
     "DISABLE_SERVER_SIDE_CURSORS = True, the documented setting "
     "(docs/pgbouncer.md#server-side-cursors), so there is none"
 )
+TERMINATE = (
+    "terminates the client's server session (pg_terminate_backend) and checks "
+    "what the wrapper makes of it: behind PgBouncer that kills a server "
+    "connection of PgBouncer's pool, and the client connection lives on"
+)
+LISTEN = (
+    "listens (LISTEN/NOTIFY), which needs a server session of its own: behind "
+    "transaction pooling listen() refuses with NotSupportedError, as tested "
+    "in test_listen.py (docs/listen-notify.md#pgbouncer)"
+)
 DEMO = (
     "the demo's smoke run counts server sessions in pg_stat_activity after "
     "shutdown, which PgBouncer keeps open in its pool (every other check of "
@@ -114,6 +124,25 @@ NOT_APPLICABLE: dict[str, str] = {
     "test_orm_queryset.py::TerminalMethodTests::"
     "test_aiterator_declares_a_named_cursor": CURSOR,
     "test_demo.py::DemoSmokeTests::test_smoke_keeps_the_books": DEMO,
+    "test_demo_input.py::LiveStreamTests::"
+    "test_the_stream_opens_with_the_totals_whatever_the_query": LISTEN,
+    "test_django_api.py::WrapperAPITests::"
+    "test_close_if_unusable_drops_a_dead_connection": TERMINATE,
+    "test_django_api.py::WrapperAPITests::test_is_usable": TERMINATE,
+    "test_django_api.py::WrapperAPITests::"
+    "test_copy_is_a_second_connection_on_the_same_settings": SESSION,
+    # The inner pytest projects check that a test's server sessions are gone
+    # (by pid) and listen in one test; the rest of the module applies.
+    "test_pytest_plugin.py::MarkTests::test_broader_loops_keep_no_session_nor_pool": (
+        SESSION
+    ),
+    "test_pytest_plugin.py::MarkTests::test_transaction_true_commits_and_flushes": (
+        LISTEN
+    ),
+    "test_pytest_plugin.py::MarkTests::test_no_other_outcome_than_those_checked_here": (
+        SESSION + "; and " + LISTEN
+    ),
+    "test_testcases.py::TestsThatCloseOrTidyUpTests::test_django_runner": TEST_DB,
     "test_faults.py::ServerTimeoutTests": STARTUP,
     "test_instrumentation.py::ConnectionCreatedTests::"
     "test_sent_once_per_new_connection_to_both_kinds": SESSION,
@@ -149,6 +178,7 @@ NOT_APPLICABLE: dict[str, str] = {
         f"test_transactions.py::{name}": SESSION
         for name in (
             "AtomicFormsTests::test_all_keyword_arguments_on_another_alias",
+            "AtomicFormsTests::test_decorated_function_runs_in_one_transaction_per_call",
             "AtomicSemanticsTests::test_outermost_block_begins_and_commits",
             "AtomicSemanticsTests::test_outermost_block_rolls_back_on_exception",
             "AtomicSemanticsTests::test_failed_commit_raises_and_rolls_back",

@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
 
-from django.db import OperationalError
+from django.db import NotSupportedError, OperationalError
 
 from django_async_backend.db.notifications import listen
 
@@ -79,38 +79,47 @@ def event(name: str, data: Any) -> bytes:
 
 async def stream() -> AsyncIterator[bytes]:
     """The events of one page: its totals, then each transfer as it commits."""
-    async with listen(CHANNEL, using=ALIAS) as notifications:
-        pid = notifications.backend_pid or 0
-        STREAMS.opened(pid)
-        try:
-            yield f"retry: {RETRY_MS}\n\n".encode() + event(
-                "totals", await totals_json()
-            )
-            loop = asyncio.get_running_loop()
-            last, stale = loop.time(), False
-            while True:
-                wait = KEEPALIVE
-                if stale:  # a burst: the totals follow within SNAPSHOT_EVERY
-                    wait = max(0.0, last + SNAPSHOT_EVERY - loop.time())
-                try:
-                    item = await notifications.get(timeout=wait)
-                except OperationalError:
-                    # The listener connection was lost: end the stream; the
-                    # browser reconnects and gets fresh totals.
-                    yield event("lost", {"retry_ms": RETRY_MS})
-                    return
-                if item is not None:
-                    transfer = json.loads(item.payload)
-                    sent = transfer.pop("sent")
-                    transfer["latency_ms"] = round((time.time() - sent) * 1000, 2)
-                    transfer["listeners"] = STREAMS.open
-                    transfer["listener_connections"] = STREAMS.connections
-                    yield event("transfer", transfer)
-                    stale = True
-                if stale and loop.time() - last >= SNAPSHOT_EVERY:
-                    yield event("totals", await totals_json())
-                    last, stale = loop.time(), False
-                elif item is None and not stale:
-                    yield b": keep-alive\n\n"
-        finally:
-            STREAMS.closed(pid)
+    entered = False
+    try:
+        async with listen(CHANNEL, using=ALIAS) as notifications:
+            entered = True
+            pid = notifications.backend_pid or 0
+            STREAMS.opened(pid)
+            try:
+                yield f"retry: {RETRY_MS}\n\n".encode() + event(
+                    "totals", await totals_json()
+                )
+                loop = asyncio.get_running_loop()
+                last, stale = loop.time(), False
+                while True:
+                    wait = KEEPALIVE
+                    if stale:  # a burst: the totals follow within SNAPSHOT_EVERY
+                        wait = max(0.0, last + SNAPSHOT_EVERY - loop.time())
+                    try:
+                        item = await notifications.get(timeout=wait)
+                    except OperationalError:
+                        # The listener connection was lost: end the stream; the
+                        # browser reconnects and gets fresh totals.
+                        yield event("lost", {"retry_ms": RETRY_MS})
+                        return
+                    if item is not None:
+                        transfer = json.loads(item.payload)
+                        sent = transfer.pop("sent")
+                        transfer["latency_ms"] = round((time.time() - sent) * 1000, 2)
+                        transfer["listeners"] = STREAMS.open
+                        transfer["listener_connections"] = STREAMS.connections
+                        yield event("transfer", transfer)
+                        stale = True
+                    if stale and loop.time() - last >= SNAPSHOT_EVERY:
+                        yield event("totals", await totals_json())
+                        last, stale = loop.time(), False
+                    elif item is None and not stale:
+                        yield b": keep-alive\n\n"
+            finally:
+                STREAMS.closed(pid)
+    except NotSupportedError as error:
+        if entered:
+            raise
+        # LISTEN needs a direct connection (behind PgBouncer listen() refuses,
+        # docs/listen-notify.md#pgbouncer): say so and end the stream.
+        yield event("unsupported", {"error": str(error)})
