@@ -58,13 +58,30 @@ class Contender:
 class Ratio:
     """``numerator`` ÷ ``denominator`` (contender keys), with a target.
 
-    ``note``: a short name for a target (the chart), else a remark.
+    Of throughput (operations/s: the target is a floor), or with ``cpu`` of
+    client CPU per operation (the target is a ceiling: the cost this backend
+    adds to the limit it is measured against). ``note``: a short name for a
+    target (the chart), else a remark.
     """
 
     numerator: str
     denominator: str
     target: float | None = None
     note: str = ""
+    cpu: bool = False
+
+    @property
+    def sign(self) -> str:
+        return "≤" if self.cpu else "≥"
+
+    def met(self, value: float) -> bool:
+        assert self.target is not None
+        return value <= self.target if self.cpu else value >= self.target
+
+    def share(self, value: float) -> float:
+        """How far ``value`` is from the target: 1 just met, above 1 better."""
+        assert self.target is not None
+        return self.target / value if self.cpu else value / self.target
 
 
 @dataclass
@@ -96,11 +113,13 @@ class SectionResult:
         return statistics.median(values) if values else None
 
     def ratio(self, ratio: Ratio) -> float:
-        """Median over rounds of the within-round ratio."""
-        pairs = zip(
-            self.rates(ratio.numerator), self.rates(ratio.denominator), strict=True
-        )
+        """Median over rounds of the within-round ratio (of CPU per op, or rates)."""
+        values = self.cpus if ratio.cpu else self.rates
+        pairs = zip(values(ratio.numerator), values(ratio.denominator), strict=True)
         return statistics.median(num / den for num, den in pairs)
+
+    def cpus(self, key: str) -> list[float]:
+        return [s.cpu_us for s in self.samples.get(key, []) if s.cpu_us is not None]
 
     def label(self, key: str) -> str:
         return next(c.label for c in self.contenders if c.key == key)

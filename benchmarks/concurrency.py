@@ -171,9 +171,16 @@ class Concurrency:
                 Contender("stock", "stock Django via sync_to_async", self.stock),
             ],
             ratios=[
-                Ratio("ours", "psycopg_client", 0.9, "concurrency vs raw psycopg_pool"),
+                Ratio(
+                    "ours",
+                    "psycopg_client",
+                    1.10,
+                    "concurrency, CPU/op",
+                    cpu=True,
+                ),
+                Ratio("ours", "psycopg_client", None, "concurrency, throughput"),
                 Ratio("ours", "psycopg", None, "Django's binding vs psycopg's default"),
-                Ratio("ours", "stock", 8.0, "concurrency vs stock Django"),
+                Ratio("ours", "stock", None, "concurrency vs stock Django"),
                 Ratio("ours", "asyncpg", None),
             ],
         )

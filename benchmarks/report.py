@@ -70,14 +70,15 @@ def versions() -> str:
     return ", ".join(parts)
 
 
-def verdict(value: float, target: float | None) -> str:
-    if target is None:
+def verdict(ratio: Ratio, value: float) -> str:
+    if ratio.target is None:
         return ""
-    return "met" if value >= target else "**missed**"
+    return "met" if ratio.met(value) else "**missed**"
 
 
 def ratio_name(section: SectionResult, ratio: Ratio) -> str:
-    return f"{section.label(ratio.numerator)} ÷ {section.label(ratio.denominator)}"
+    names = f"{section.label(ratio.numerator)} ÷ {section.label(ratio.denominator)}"
+    return f"{names}, CPU per op" if ratio.cpu else names
 
 
 def memory_ok(result: MemoryResult) -> bool:
@@ -104,8 +105,8 @@ def print_section(section: SectionResult) -> None:
         value = section.ratio(ratio)
         target = ""
         if ratio.target is not None:
-            result = verdict(value, ratio.target).replace("*", "")
-            target = f"  (target >= {ratio.target:g}: {result})"
+            result = verdict(ratio, value).replace("*", "")
+            target = f"  (target {ratio.sign} {ratio.target:g}: {result})"
         print(f"   ratio {ratio_name(section, ratio):<78} {value:6.2f}{target}")
 
 
@@ -126,9 +127,11 @@ def print_targets(run: Run) -> None:
         for ratio in section.ratios:
             if ratio.target is not None:
                 value = section.ratio(ratio)
-                status = verdict(value, ratio.target).replace("*", "")
+                status = verdict(ratio, value).replace("*", "")
                 target = f"{ratio.target:<5g}"
-                print(f"   {ratio.note:<34} {value:6.2f} >= {target} {status}")
+                print(
+                    f"   {ratio.note:<34} {value:6.2f} {ratio.sign} {target} {status}"
+                )
     for memory in run.memory:
         if memory.mode == "ours":
             status = "met" if memory_ok(memory) else "missed"
@@ -159,9 +162,10 @@ def targets_table(run: Run) -> list[str]:
             if ratio.target is None:
                 continue
             value = section.ratio(ratio)
+            what = f"{section.title}: {ratio_name(section, ratio)}"
             lines.append(
-                f"| {section.title}: {ratio_name(section, ratio)} ≥ {ratio.target:g} "
-                f"| {value:.2f} | {verdict(value, ratio.target)} |"
+                f"| {what} {ratio.sign} {ratio.target:g} | {value:.2f} "
+                f"| {verdict(ratio, value)} |"
             )
     for result in run.memory:
         if result.mode == "ours":
@@ -208,7 +212,7 @@ def section_markdown(number: int, section: SectionResult) -> list[str]:
     for ratio in section.ratios:
         value = section.ratio(ratio)
         target = (
-            f"≥ {ratio.target:g}: {verdict(value, ratio.target)}"
+            f"{ratio.sign} {ratio.target:g}: {verdict(ratio, value)}"
             if ratio.target is not None
             else ratio.note
         )
@@ -359,7 +363,7 @@ def section_panel(ax: Axes, section: SectionResult) -> None:
 def targets_panel(ax: Axes, run: Run) -> None:
     """Each target's measured ratio as a share of the target (1 = just met)."""
     rows = [
-        (ratio.note or ratio_name(section, ratio), section.ratio(ratio), ratio.target)
+        (ratio.note or ratio_name(section, ratio), section.ratio(ratio), ratio)
         for section in run.sections
         for ratio in section.ratios
         if ratio.target is not None
@@ -367,13 +371,14 @@ def targets_panel(ax: Axes, run: Run) -> None:
     if not rows:
         ax.axis("off")
         return
-    shares = [value / target for _, value, target in rows]
+    shares = [ratio.share(value) for _, value, ratio in rows]
     colors = [MET if share >= 1 else MISSED for share in shares]
     ax.barh([name for name, _, _ in rows], shares, color=colors)
-    for y, (share, (_, value, target)) in enumerate(zip(shares, rows, strict=True)):
-        ax.text(share, y, f"  {value:.2f} (target {target:g})", va="center", fontsize=8)
+    for y, (share, (_, value, ratio)) in enumerate(zip(shares, rows, strict=True)):
+        label = f"  {value:.2f} (target {ratio.sign} {ratio.target:g})"
+        ax.text(share, y, label, va="center", fontsize=8)
     ax.axvline(1.0, color="black", linewidth=1)
-    ax.set_title("Targets: measured ratio ÷ target (≥ 1 is met)", fontsize=10)
+    ax.set_title("Targets: how far each is from its target (≥ 1 is met)", fontsize=10)
     ax.tick_params(labelsize=8)
     ax.set_xlim(0, max(1.0, *shares) * 1.45)
 
