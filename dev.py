@@ -37,6 +37,7 @@ import argparse
 import configparser
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -366,9 +367,23 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return run([str(demo_python), "-m", "example.demo", *forwarded(args.rest)], env)
 
 
+def ensure_wrk() -> None:
+    """Install wrk (the ASGI benchmark's load generator) when root on Debian."""
+    if shutil.which("wrk") or os.geteuid() != 0 or not shutil.which("apt-get"):
+        return
+    say("wrk not found: apt-get install -y wrk")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    install = ["apt-get", "install", "-y", "-q", "wrk"]
+    if subprocess.run(install, env=env, stdout=PIPE).returncode != 0:
+        subprocess.run(["apt-get", "update", "-q"], env=env, stdout=PIPE)
+        if subprocess.run(install, env=env, stdout=PIPE).returncode != 0:
+            say("could not install wrk; the ASGI benchmark uses its Python client")
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     """Run ``python -m benchmarks`` in .venv; it writes docs/benchmarks.md."""
     python = bootstrap()
+    ensure_wrk()
     bench_python = dev_venv(python)
     options = ["--quick"] if args.quick else []
     options += ["--rounds", str(args.rounds)] if args.rounds else []

@@ -44,6 +44,7 @@ class Sample:
     rate: float
     cpu_us: float | None = None
     p99_ms: float | None = None
+    p50_ms: float | None = None
 
 
 @dataclass
@@ -58,30 +59,35 @@ class Contender:
 class Ratio:
     """``numerator`` ÷ ``denominator`` (contender keys), with a target.
 
-    Of throughput (operations/s: the target is a floor), or with ``cpu`` of
-    client CPU per operation (the target is a ceiling: the cost this backend
-    adds to the limit it is measured against). ``note``: a short name for a
-    target (the chart), else a remark.
+    Of what ``measure`` names: ``rate`` (operations/s; the target is a
+    floor), ``cpu`` (CPU per operation; the target is a ceiling: the cost
+    this backend adds to the limit it is measured against) or ``p50`` (median
+    latency; a ceiling too). ``note``: a short name for a target (the chart),
+    else a remark.
     """
 
     numerator: str
     denominator: str
     target: float | None = None
     note: str = ""
-    cpu: bool = False
+    measure: str = "rate"
+
+    @property
+    def lower_is_better(self) -> bool:
+        return self.measure != "rate"
 
     @property
     def sign(self) -> str:
-        return "≤" if self.cpu else "≥"
+        return "≤" if self.lower_is_better else "≥"
 
     def met(self, value: float) -> bool:
         assert self.target is not None
-        return value <= self.target if self.cpu else value >= self.target
+        return value <= self.target if self.lower_is_better else value >= self.target
 
     def share(self, value: float) -> float:
         """How far ``value`` is from the target: 1 just met, above 1 better."""
         assert self.target is not None
-        return self.target / value if self.cpu else value / self.target
+        return self.target / value if self.lower_is_better else value / self.target
 
 
 @dataclass
@@ -114,12 +120,20 @@ class SectionResult:
 
     def ratio(self, ratio: Ratio) -> float:
         """Median over rounds of the within-round ratio (of CPU per op, or rates)."""
-        values = self.cpus if ratio.cpu else self.rates
-        pairs = zip(values(ratio.numerator), values(ratio.denominator), strict=True)
+        values = {"rate": self.rates, "cpu": self.cpus, "p50": self.p50s}
+        measured = values[ratio.measure]
+        pairs = zip(measured(ratio.numerator), measured(ratio.denominator), strict=True)
         return statistics.median(num / den for num, den in pairs)
 
     def cpus(self, key: str) -> list[float]:
         return [s.cpu_us for s in self.samples.get(key, []) if s.cpu_us is not None]
+
+    def p50s(self, key: str) -> list[float]:
+        return [s.p50_ms for s in self.samples.get(key, []) if s.p50_ms is not None]
+
+    def p50(self, key: str) -> float | None:
+        values = self.p50s(key)
+        return statistics.median(values) if values else None
 
     def label(self, key: str) -> str:
         return next(c.label for c in self.contenders if c.key == key)
@@ -141,6 +155,8 @@ async def run_rounds(
             extra = ""
             if sample.cpu_us is not None:
                 extra += f"  CPU {sample.cpu_us:6.0f} µs/op"
+            if sample.p50_ms is not None:
+                extra += f"  p50 {sample.p50_ms:6.1f} ms"
             if sample.p99_ms is not None:
                 extra += f"  p99 {sample.p99_ms:6.1f} ms"
             log(

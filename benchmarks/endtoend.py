@@ -5,8 +5,10 @@ One uvicorn process (a subprocess on a free loopback port, one worker) serves
 backend's pooled async connection, ``/stock/<kind>/`` the same three queries
 on Django's stock backend (with its own pool) through ``sync_to_async``, one
 hop per query, as Django's async ORM does, and ``/raw/<kind>/`` on a raw
-psycopg pool. The load generator (``benchmarks.httpclient``) runs in this
-process over keep-alive connections.
+psycopg pool; ``/backend/gather/`` and ``/stock/gather/`` run three 5 ms
+queries at once and one after another, at 10 and at 100 clients. The load
+generator is wrk (``benchmarks.wrk``) where it is installed, else
+``benchmarks.httpclient`` in this process; the report says which ran.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import sys
 import time
 from pathlib import Path
 
+from benchmarks import wrk
 from benchmarks.common import Contender, Ratio, Sample, SectionResult
 from benchmarks.httpclient import get_once, run_load
 
@@ -92,43 +95,73 @@ class Server:
             proc.wait()
 
 
+LABELS = {
+    "backend": "this backend",
+    "stock": "stock Django async",
+    "raw": "raw psycopg_pool in the view",
+}
+# The gather scenario: three 5 ms queries per request, at these client counts.
+GATHER_CLIENTS = (10, 100)
+
+
 class EndToEnd:
-    def __init__(self, url: str, clients: int, requests: int) -> None:
+    def __init__(self, url: str, clients: int, requests: int, seconds: float) -> None:
         self.server = Server(url)
         self.clients = clients
-        self.requests = requests
+        self.requests = requests  # per run, with the Python load generator
+        self.seconds = seconds  # per run, with wrk
+        self.wrk = wrk.find()
+        self.generator = (
+            f"{wrk.version(self.wrk)} (one thread)"
+            if self.wrk
+            else "the Python client benchmarks/httpclient.py (wrk not installed)"
+        )
 
     async def open(self) -> None:
         await self.server.start()
         for kind in KINDS:
             for side in ("backend", "stock", "raw"):
                 # Warm-up: the pools fill, Django's URL resolver caches.
-                await self.load(f"/{side}/{kind}/", self.clients * 3)
+                await self.load(f"/{side}/{kind}/", self.clients, self.clients * 3)
+        for side in ("backend", "stock"):
+            await self.load(f"/{side}/gather/", GATHER_CLIENTS[0], 100)
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):
             self.server.stop()
 
-    async def load(self, path: str, total: int) -> Sample:
+    async def load(self, path: str, clients: int, total: int) -> Sample:
         cpu = self.server.cpu_seconds()
-        result = await run_load(
-            HOST, self.server.port, path, clients=self.clients, total=total
-        )
-        cpu_us = (self.server.cpu_seconds() - cpu) / result.requests * 1e6
-        return Sample(result.rate, cpu_us, result.percentile(0.99) * 1000)
+        if self.wrk:
+            url = f"http://{HOST}:{self.server.port}{path}"
+            done = await wrk.run_wrk(self.wrk, url, clients, self.seconds)
+            requests, rate, p50, p99 = done.requests, done.rate, done.p50, done.p99
+        else:
+            result = await run_load(
+                HOST, self.server.port, path, clients=clients, total=total
+            )
+            requests, rate = result.requests, result.rate
+            p50, p99 = result.percentile(0.5), result.percentile(0.99)
+        cpu_us = (self.server.cpu_seconds() - cpu) / requests * 1e6
+        return Sample(rate, cpu_us, p99_ms=p99 * 1000, p50_ms=p50 * 1000)
 
     def contender(self, side: str, kind: str) -> Contender:
-        labels = {
-            "backend": "this backend",
-            "stock": "stock Django async",
-            "raw": "raw psycopg_pool in the view",
-        }
         key = f"{'ours' if side == 'backend' else side}_{kind}"
 
         async def run() -> Sample:
-            return await self.load(f"/{side}/{kind}/", self.requests)
+            return await self.load(f"/{side}/{kind}/", self.clients, self.requests)
 
-        label = f"{labels[side]}, 3 {KINDS[kind]}"
+        label = f"{LABELS[side]}, 3 {KINDS[kind]}"
+        return Contender(key, label, run, ours=side == "backend")
+
+    def gather_contender(self, side: str, clients: int) -> Contender:
+        key = f"{'ours' if side == 'backend' else side}_gather_{clients}"
+        how = "at once (gather)" if side == "backend" else "one after another"
+
+        async def run() -> Sample:
+            return await self.load(f"/{side}/gather/", clients, self.requests)
+
+        label = f"{LABELS[side]}, 3 5 ms queries {how}, {clients} clients"
         return Contender(key, label, run, ours=side == "backend")
 
     def section(self) -> SectionResult:
@@ -147,26 +180,47 @@ class EndToEnd:
                 "`sync_to_async` hop per query (Django's ASGI handler gives each "
                 "request a thread of its own for them). Raw psycopg_pool: the "
                 "same view on a psycopg `AsyncConnectionPool` (10 connections), "
-                "the ceiling for any async driver behind Django's ASGI handler. "
+                "the ceiling for any async driver behind Django's ASGI handler "
+                "(with the same client-side binding cursor). "
                 "Server CPU: user + system time of the uvicorn process per "
-                "request."
+                "request. The gather scenario: a view whose three independent "
+                "5 ms queries run at once, each on an `independent_connection()` "
+                "(a pool of 30), against stock Django's same view, which can only "
+                "run them one after another. Load generator: "
+                f"{self.generator}."
             ),
             contenders=[
-                self.contender(side, kind)
-                for kind in KINDS
-                for side in ("backend", "stock", "raw")
+                *(
+                    self.contender(side, kind)
+                    for kind in KINDS
+                    for side in ("backend", "stock", "raw")
+                ),
+                *(
+                    self.gather_contender(side, clients)
+                    for clients in GATHER_CLIENTS
+                    for side in ("backend", "stock")
+                ),
             ],
             cpu_label="server CPU µs/request",
             ratios=[
                 Ratio(
                     "ours_trivial",
-                    "stock_trivial",
-                    3.0,
-                    "ASGI vs stock, trivial queries",
+                    "raw_trivial",
+                    1.03,
+                    "ASGI server CPU/request vs raw psycopg_pool",
+                    measure="cpu",
                 ),
-                Ratio("ours_1ms", "stock_1ms", 3.0, "ASGI vs stock, 1 ms queries"),
-                Ratio("ours_trivial", "raw_trivial", None),
-                Ratio("ours_1ms", "raw_1ms", None),
+                Ratio("ours_1ms", "raw_1ms", None, measure="cpu"),
+                Ratio(
+                    "ours_gather_10",
+                    "stock_gather_10",
+                    0.45,
+                    "gather, p50 at 10 clients vs stock",
+                    measure="p50",
+                ),
+                Ratio("ours_gather_100", "stock_gather_100", None, measure="p50"),
+                Ratio("ours_trivial", "stock_trivial", None, "vs stock, trivial"),
+                Ratio("ours_1ms", "stock_1ms", None, "vs stock, 1 ms queries"),
                 Ratio("raw_trivial", "stock_trivial", None, "the async ceiling"),
                 Ratio("raw_1ms", "stock_1ms", None, "the async ceiling"),
             ],

@@ -211,27 +211,27 @@ def section(n: int) -> SectionResult:
         ratios=[
             # Targets: client CPU per operation against Django's own sync ORM
             # (plus the event loop's cost of an async round trip; issue 16).
-            Ratio("ours_aget", "sync_get", 1.15, "aget vs sync get, CPU/op", cpu=True),
+            Ratio("ours_aget", "sync_get", 1.15, "aget vs sync get", measure="cpu"),
             Ratio(
                 "ours_acreate",
                 "sync_create",
                 1.15,
-                "acreate vs sync create, CPU/op",
-                cpu=True,
+                "acreate vs sync create",
+                measure="cpu",
             ),
             Ratio(
                 "ours_iter",
                 "sync_iter",
                 1.05,
-                "async for vs sync for, CPU/row",
-                cpu=True,
+                "async for vs sync for",
+                measure="cpu",
             ),
             Ratio(
                 "ours_run_sync_get",
                 "ours_aget",
                 1.0,
-                "run_sync(get) vs native aget, CPU/op",
-                cpu=True,
+                "run_sync(get) vs native aget",
+                measure="cpu",
             ),
             Ratio("ours_aget", "stock_aget", None, "ORM aget vs stock"),
             Ratio("ours_acreate", "stock_acreate", None, "ORM acreate vs stock"),

@@ -76,9 +76,18 @@ def verdict(ratio: Ratio, value: float) -> str:
     return "met" if ratio.met(value) else "**missed**"
 
 
+MEASURES = {"rate": "throughput", "cpu": "CPU/op", "p50": "p50 latency"}
+
+
+def target_name(ratio: Ratio) -> str:
+    """A target's short name, with what it measures."""
+    return f"{ratio.note}, {MEASURES[ratio.measure]}"
+
+
 def ratio_name(section: SectionResult, ratio: Ratio) -> str:
     names = f"{section.label(ratio.numerator)} ÷ {section.label(ratio.denominator)}"
-    return f"{names}, CPU per op" if ratio.cpu else names
+    suffix = {"rate": "", "cpu": ", CPU per op", "p50": ", median latency"}
+    return names + suffix[ratio.measure]
 
 
 def memory_ok(result: MemoryResult) -> bool:
@@ -93,8 +102,9 @@ def print_section(section: SectionResult) -> None:
     for contender in section.contenders:
         rates = section.rates(contender.key)
         cpu = section.cpu(contender.key)
-        p99 = section.p99(contender.key)
+        p50, p99 = section.p50(contender.key), section.p99(contender.key)
         extra = f"   {section.cpu_label} {cpu:6.0f}" if cpu is not None else ""
+        extra += f"   p50 {p50:6.1f} ms" if p50 is not None else ""
         extra += f"   p99 {p99:6.1f} ms" if p99 is not None else ""
         mark = "*" if contender.ours else " "
         print(
@@ -129,14 +139,13 @@ def print_targets(run: Run) -> None:
                 value = section.ratio(ratio)
                 status = verdict(ratio, value).replace("*", "")
                 target = f"{ratio.target:<5g}"
-                print(
-                    f"   {ratio.note:<34} {value:6.2f} {ratio.sign} {target} {status}"
-                )
+                name = target_name(ratio)
+                print(f"   {name:<48} {value:6.2f} {ratio.sign} {target} {status}")
     for memory in run.memory:
         if memory.mode == "ours":
             status = "met" if memory_ok(memory) else "missed"
             print(
-                f"   {'memory, peak RSS (MB)':<34} {memory.peak_mb:6.1f} "
+                f"   {'memory, peak RSS (MB)':<48} {memory.peak_mb:6.1f} "
                 f"<  {LIMIT_MB:<5g} {status}"
             )
 
@@ -181,10 +190,14 @@ def section_markdown(number: int, section: SectionResult) -> list[str]:
     keys = [c.key for c in section.contenders]
     cpu = any(section.cpu(key) is not None for key in keys)
     latency = any(section.p99(key) is not None for key in keys)
+    median = any(section.p50(key) is not None for key in keys)
     head = f"| | {section.unit} (median) | min-max over rounds |"
     rule = "| --- | ---: | ---: |"
     if cpu:
         head += f" {section.cpu_label} |"
+        rule += " ---: |"
+    if median:
+        head += " p50 latency |"
         rule += " ---: |"
     if latency:
         head += " p99 latency |"
@@ -204,6 +217,9 @@ def section_markdown(number: int, section: SectionResult) -> list[str]:
         if cpu:
             value = section.cpu(contender.key)
             row += f" {value:,.0f} |" if value is not None else " |"
+        if median:
+            p50 = section.p50(contender.key)
+            row += f" {p50:.1f} ms |" if p50 is not None else " |"
         if latency:
             p99 = section.p99(contender.key)
             row += f" {p99:.1f} ms |" if p99 is not None else " |"
@@ -363,7 +379,7 @@ def section_panel(ax: Axes, section: SectionResult) -> None:
 def targets_panel(ax: Axes, run: Run) -> None:
     """Each target's measured ratio as a share of the target (1 = just met)."""
     rows = [
-        (ratio.note or ratio_name(section, ratio), section.ratio(ratio), ratio)
+        (target_name(ratio), section.ratio(ratio), ratio)
         for section in run.sections
         for ratio in section.ratios
         if ratio.target is not None

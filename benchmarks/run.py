@@ -36,7 +36,8 @@ class Config:
     per_task: int = 30
     transactions: int = 10_000
     clients: int = 100
-    requests: int = 2000  # HTTP requests per contender and round
+    requests: int = 2000  # HTTP requests per contender and round (Python client)
+    asgi_seconds: float = 4.0  # seconds per contender and round (wrk)
     rows: int = 1_000_000
     orm: int = 3000  # aget()/acreate() calls per contender and round
     bulk_rows: int = 100_000  # rows loaded per contender and round (copy)
@@ -45,7 +46,7 @@ class Config:
 
 QUICK = Config(
     rounds=2, sequential=1000, per_task=10, transactions=1000, requests=500, orm=500,
-    bulk_rows=20_000,
+    bulk_rows=20_000, asgi_seconds=1.0,
 )  # fmt: skip
 
 
@@ -94,8 +95,10 @@ async def run_sections(config: Config, only: Sequence[str], run: report.Run) -> 
         section = transactions.section(url, config.transactions)
         run.sections.append(await common.run_rounds(section, rounds, log))
     if "asgi" in only:
-        log(f"\n4. ASGI end to end ({config.requests:,} requests per run)")
-        e2e = endtoend.EndToEnd(url, config.clients, config.requests)
+        log(f"\n4. ASGI end to end ({config.asgi_seconds:g} s per run with wrk)")
+        e2e = endtoend.EndToEnd(
+            url, config.clients, config.requests, config.asgi_seconds
+        )
         try:
             await e2e.open()
             run.sections.append(await common.run_rounds(e2e.section(), rounds, log))

@@ -122,13 +122,13 @@ def section(url: str, n: int) -> SectionResult:
         # Like for like: the same cursor class on both sides (see the notes).
         # Targets: client CPU per operation, at most a few percent above the
         # driver's (issue 16); throughput ratios are shown without a target.
-        Ratio("ours", "psycopg_client", 1.03, "cursor reused, CPU/op", cpu=True),
+        Ratio("ours", "psycopg_client", 1.03, "cursor reused", measure="cpu"),
         Ratio(
             "ours_per_query",
             "psycopg_client_per_query",
             1.05,
-            "cursor per query, CPU/op",
-            cpu=True,
+            "cursor per query",
+            measure="cpu",
         ),
         Ratio("ours_server", "psycopg", None, "cursor reused, server binding"),
         Ratio("ours", "psycopg_client", None, "cursor reused, throughput"),

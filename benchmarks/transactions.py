@@ -91,7 +91,7 @@ def section(url: str, n: int) -> SectionResult:
             Contender("stock", "stock Django, sync_to_async(atomic)", stock),
         ],
         ratios=[
-            Ratio("ours", "psycopg_client", 1.05, "transactions, CPU/op", cpu=True),
+            Ratio("ours", "psycopg_client", 1.05, "transactions", measure="cpu"),
             Ratio("ours", "psycopg_client", None, "transactions, throughput"),
             Ratio("ours", "psycopg", None, "Django's binding vs psycopg's default"),
             Ratio("ours", "stock", None),

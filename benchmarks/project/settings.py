@@ -10,7 +10,10 @@ benchmark. Every alias points at the same PostgreSQL database:
 * ``stock``: Django's stock postgresql backend, persistent connection;
 * ``stock_pooled``: Django's stock backend with its own (sync) pool;
 * ``orm`` and ``orm_stock``: this backend and the stock one (persistent
-  connection) with ``synchronous_commit=off``, for the ORM benchmark.
+  connection) with ``synchronous_commit=off``, for the ORM benchmark;
+* ``gather``: this backend with a pool of ``GATHER_POOL_SIZE`` connections,
+  for the view that runs its three queries at once (three connections per
+  request).
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from psycopg.conninfo import conninfo_to_dict
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 DATABASE_URL = os.environ.get("DATABASE_URL", "").strip() or DEFAULT_URL
 POOL_SIZE = int(os.environ.get("BENCH_POOL_SIZE", "10"))
+# Three connections per request for the 10 clients of the gather scenario.
+GATHER_POOL_SIZE = 3 * 10
 
 ASYNC_ENGINE = "django_async_backend.db.backends.postgresql"
 STOCK_ENGINE = "django.db.backends.postgresql"
@@ -59,6 +64,10 @@ DATABASES: dict[str, dict[str, Any]] = {
     ),
     "stock": database(STOCK_ENGINE, CONN_MAX_AGE=None),
     "stock_pooled": database(STOCK_ENGINE, OPTIONS={"pool": POOL}),
+    "gather": database(
+        ASYNC_ENGINE,
+        OPTIONS={"pool": {"min_size": GATHER_POOL_SIZE, "max_size": GATHER_POOL_SIZE}},
+    ),
     # The ORM benchmark: no fsync wait at each autocommitted INSERT (the same
     # ~1 ms for both sides, which would hide what the clients do).
     "orm": database(ASYNC_ENGINE, OPTIONS={"options": NO_FSYNC_WAIT}),

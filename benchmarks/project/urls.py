@@ -7,6 +7,11 @@ hop per query, which is what Django's async ORM does for each queryset;
 anchor: what any async driver could do inside the same Django view.
 ``kind`` picks the query: ``trivial`` (``SELECT %s::int``) or ``1ms``
 (1 ms of server time). All open one cursor per query, as ORM calls do.
+
+``/backend/gather/`` runs three independent 5 ms queries at once
+(``asyncio.gather``, each on an ``independent_connection()``), what only
+native async can do; ``/stock/gather/`` runs the same three the only way
+stock Django can, one after another.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from asgiref.sync import sync_to_async
 from django.db import connections
 from django.http import Http404, HttpRequest, HttpResponse
 from django.urls import path
+from psycopg import AsyncClientCursor
 
 from benchmarks.project import settings
 from django_async_backend.db import async_connections
@@ -25,7 +31,9 @@ from django_async_backend.db import async_connections
 QUERIES = {
     "trivial": "SELECT %s::int",
     "1ms": "SELECT pg_sleep(0.001), %s::int",
+    "gather": "SELECT pg_sleep(0.005), %s::int",
 }
+GATHER_ALIAS = "gather"
 QUERIES_PER_REQUEST = 3
 BACKEND_ALIAS = "pooled"
 STOCK_ALIAS = "stock_pooled"
@@ -45,8 +53,20 @@ def query_for(kind: str) -> str:
         raise Http404(kind) from None
 
 
+async def gathered_query(sql: str, value: int) -> Any:
+    async with async_connections.independent_connection():
+        async with async_connections[GATHER_ALIAS].cursor() as cursor:
+            await cursor.execute(sql, [value])
+            return await cursor.fetchone()
+
+
 async def backend_view(request: HttpRequest, kind: str) -> HttpResponse:
     sql = query_for(kind)
+    if kind == "gather":  # the three queries at once
+        rows = await asyncio.gather(
+            *(gathered_query(sql, i) for i in range(QUERIES_PER_REQUEST))
+        )
+        return text(str(sum(row[-1] for row in rows)))
     connection = async_connections[BACKEND_ALIAS]
     total = 0
     for i in range(QUERIES_PER_REQUEST):
@@ -87,7 +107,8 @@ async def raw_pool() -> Any:
             settings.DATABASE_URL,
             min_size=size,
             max_size=size,
-            kwargs={"autocommit": True},
+            # The same (client-side binding) cursor as this backend's.
+            kwargs={"autocommit": True, "cursor_factory": AsyncClientCursor},
             open=False,
         )
         await pool.open()
