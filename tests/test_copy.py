@@ -18,7 +18,8 @@ from typing import Any
 
 import psycopg
 from django.conf import settings
-from django.db import DataError, ProgrammingError
+from django.db import DataError, ProgrammingError, connections
+from django.test.utils import CaptureQueriesContext
 
 from aliases import backend_pid, temporary_alias
 from django_async_backend.db import async_connections
@@ -292,6 +293,24 @@ class PooledCopyTests(CopyScenarios):
 
 
 del CopyScenarios
+
+
+class SyncConnectionCopyTests(unittest.TestCase):
+    """The sync side is Django's: its cursor's copy() is logged as Django's is."""
+
+    def tearDown(self) -> None:
+        connections["default"].close()
+
+    def test_copy_is_in_connection_queries(self) -> None:
+        sql = "COPY (SELECT 1 AS one) TO STDOUT"
+        connection = connections["default"]
+        with CaptureQueriesContext(connection) as captured:
+            with connection.cursor() as cursor:
+                with cursor.copy(sql) as copy:
+                    rows = list(copy.rows())
+        self.assertEqual(rows, [("1",)])
+        self.assertEqual([query["sql"] for query in captured], [sql])
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -175,6 +175,19 @@ class RunSyncScenarios(AliasTestCase):
                 await asyncio.to_thread(self.in_thread, self.helper, "via-thread")
         self.assertEqual(names("testapp_author"), [])
 
+    async def test_sync_to_async_copy_in_a_block_is_refused(self) -> None:
+        alias = self.alias
+
+        def copy_in(name: str) -> None:
+            with connections[alias].cursor() as cursor:
+                with cursor.copy("COPY testapp_author (name) FROM STDIN") as copy:
+                    copy.write_row((name,))
+
+        with self.assertRaisesRegex(TransactionManagementError, r"run_sync"):
+            async with async_atomic(using=alias):
+                await sync_to_async(self.in_thread)(copy_in, "via-copy")
+        self.assertEqual(names("testapp_author"), [])
+
     async def test_reads_in_a_thread_pass(self) -> None:
         def count() -> int:
             return int(Author.objects.using(self.alias).count())

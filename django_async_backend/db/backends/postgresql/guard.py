@@ -17,7 +17,8 @@ import warnings
 from typing import Any
 
 from django.conf import settings
-from django.db.backends.utils import CursorDebugWrapper, CursorWrapper
+from django.db.backends.postgresql.base import CursorDebugWrapper
+from django.db.backends.utils import CursorWrapper
 from django.db.transaction import TransactionManagementError
 
 from django_async_backend.db.backends.base.atomic import held_aliases
@@ -89,10 +90,21 @@ class _Guarded:
         check_escape(self.db, sql)
         return super().executemany(sql, param_list)  # type: ignore[misc]
 
+    def copy(self, statement: Any, *args: Any, **kwargs: Any) -> Any:
+        """psycopg's ``cursor.copy()``: ``COPY ... FROM STDIN`` writes too."""
+        check_escape(self.db, statement)
+        # The debug wrapper logs it (Django's postgresql CursorDebugWrapper);
+        # the plain one hands it to the driver's cursor, as its __getattr__ does.
+        parent = getattr(super(), "copy", None)
+        if parent is None:
+            return self.cursor.copy(statement, *args, **kwargs)  # type: ignore[attr-defined]
+        return parent(statement, *args, **kwargs)
+
 
 class GuardedCursorWrapper(_Guarded, CursorWrapper):
     """Django's cursor wrapper, with the escape check."""
 
 
 class GuardedCursorDebugWrapper(_Guarded, CursorDebugWrapper):
-    """Django's debug cursor wrapper, with the escape check."""
+    """Django's debug cursor wrapper (the postgresql backend's, which logs
+    ``copy()``), with the escape check."""
