@@ -168,6 +168,12 @@ class EndToEnd:
         label = f"{LABELS[side]}, 3 5 ms queries {how}, {clients} clients"
         return Contender(key, label, run, ours=side == "backend")
 
+    @property
+    def per_run(self) -> str:
+        if self.wrk:
+            return f"{self.seconds:g} s per run"
+        return f"{self.requests:,} requests per run"
+
     def section(self) -> SectionResult:
         return SectionResult(
             key="asgi",
@@ -177,7 +183,7 @@ class EndToEnd:
                 "uvicorn (one worker, h11, asyncio loop) serving a tiny Django "
                 "project (no middleware) whose async view runs 3 queries, one "
                 f"cursor each; {self.clients} concurrent keep-alive clients, "
-                f"{self.requests:,} requests per run. Two query kinds: trivial "
+                f"{self.per_run}. Two query kinds: trivial "
                 "(`SELECT %s::int`) and 1 ms of server time (`SELECT "
                 'pg_sleep(0.001), %s::int`). This backend: `OPTIONS["pool"]`, '
                 "10 connections. Stock Django: its own pool, 10 connections, one "
