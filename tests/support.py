@@ -349,6 +349,17 @@ def idle_in_transaction(application_name: str) -> int:
     return int(rows[0][0])
 
 
+def running(application_name: str, fragment: str) -> bool:
+    """Whether a session of ``application_name`` is executing, right now, a
+    statement that contains ``fragment`` (to cancel it deterministically)."""
+    rows = outside(
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s "
+        "AND state = 'active' AND query LIKE %s",
+        (application_name, f"%{fragment}%"),
+    )
+    return bool(rows[0][0])
+
+
 def terminate(pid: int) -> None:
     """Kill a backend from outside; wait (bounded) until it is gone."""
     outside("SELECT pg_terminate_backend(%s, 5000)", (pid,))

@@ -29,7 +29,7 @@ from django_async_backend.db import async_connections
 from django_async_backend.db.transaction import async_atomic
 from django_async_backend.test import AsyncioTestCase, AsyncioTransactionTestCase
 from django_async_backend.utils.bridge import await_, run_native
-from support import idle_in_transaction, outside, poll
+from support import idle_in_transaction, outside, poll, running
 from test_no_threads import no_threads
 from testapp.models import Author, Book, Novel, Profile, Tag
 
@@ -409,15 +409,6 @@ class CommittedTests(AsyncioTransactionTestCase):
                 [author.pk],
             )
         self.assertEqual(free, [])
-
-
-def running(application_name: str, fragment: str) -> bool:
-    rows = outside(
-        "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s "
-        "AND state = 'active' AND query LIKE %s",
-        (application_name, f"%{fragment}%"),
-    )
-    return bool(rows[0][0])
 
 
 class CancellationTests(AsyncioTransactionTestCase):

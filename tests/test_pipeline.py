@@ -220,13 +220,26 @@ class PipelineScenarios(unittest.IsolatedAsyncioTestCase):
         self,
     ) -> None:
         connection = self.connection()
+
+        async def expire_once_sleeping(deadline: asyncio.Timeout) -> None:
+            # The deadline falls once the server runs the sleep: a cancel
+            # request that reached it earlier would hit nothing, and psycopg
+            # would close the connection after waiting 5 s.
+            await poll(self.sleeping)
+            deadline.reschedule(asyncio.get_running_loop().time())
+
         with support.expected_logs("psycopg"):
             with self.assertRaises(TimeoutError):
-                async with asyncio.timeout(0.3), connection.pipeline():
+                async with asyncio.timeout(None) as deadline, connection.pipeline():
+                    watcher = asyncio.create_task(expire_once_sleeping(deadline))
                     async with connection.cursor() as cursor:
                         await cursor.execute("SELECT pg_sleep(30)")
                         await cursor.fetchone()
+        await watcher
         await self.assert_usable()
+
+    def sleeping(self) -> bool:
+        return support.running(self.app, "pg_sleep")
 
     async def test_a_cancelled_pipeline_inside_async_atomic_rolls_back(self) -> None:
         started = asyncio.Event()
@@ -242,6 +255,9 @@ class PipelineScenarios(unittest.IsolatedAsyncioTestCase):
 
         task = asyncio.create_task(batch())
         await started.wait()
+        # Cancelled once the server runs the sleep (deterministic: a cancel
+        # request that reached the server earlier would hit nothing).
+        self.assertTrue(await poll(self.sleeping))
         task.cancel()
         with (
             support.expected_logs("psycopg"),
