@@ -1,4 +1,4 @@
-"""What every benchmark shares: Django set-up, contenders, rounds and results.
+"""What every benchmark shares: the run's size, contenders, rounds and results.
 
 A section (sequential, concurrency, …) is a list of :class:`Contender`; each
 round runs every contender once, in an order rotated from round to round
@@ -10,17 +10,41 @@ over rounds is reported.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import statistics
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
+from typing import Any, Literal
 
-SETTINGS_MODULE = "benchmarks.project.settings"
+
+@dataclass(frozen=True)
+class Config:
+    rounds: int = 5
+    sequential: int = 5000  # round trips per contender and round
+    tasks: int = 100
+    per_task: int = 30
+    transactions: int = 10_000
+    clients: int = 100
+    requests: int = 2000  # HTTP requests per contender and round (Python client)
+    asgi_seconds: float = 4.0  # seconds per contender and round (wrk)
+    rows: int = 1_000_000
+    orm: int = 3000  # aget()/acreate() calls per contender and round
+    bulk_rows: int = 100_000  # rows loaded per contender and round (copy)
+    inserts: int = 1000  # INSERTs per contender and round (pipeline)
+
+
+QUICK = Config(
+    rounds=2, sequential=1000, per_task=10, transactions=1000, requests=500, orm=500,
+    bulk_rows=20_000, asgi_seconds=1.0,
+)  # fmt: skip
 
 
 def setup_django() -> None:
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", SETTINGS_MODULE)
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "benchmarks.project.settings")
     import django
 
     django.setup()
@@ -32,19 +56,37 @@ def database_url() -> str:
     return settings.DATABASE_URL
 
 
+@contextlib.contextmanager
+def table(url: str, name: str, *statements: str) -> Iterator[None]:
+    """Table ``name`` made by ``statements`` (plain psycopg), dropped after."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as connection:
+        for statement in (f"DROP TABLE IF EXISTS {name}", *statements):
+            connection.execute(statement)
+    try:
+        yield
+    finally:
+        with psycopg.connect(url, autocommit=True) as connection:
+            connection.execute(f"DROP TABLE IF EXISTS {name}")
+
+
 @dataclass
 class Sample:
     """One timed run: ``rate`` operations per second, and what it cost.
 
-    ``cpu_us``: CPU time per operation (µs), of this process (all threads)
-    or, for the ASGI benchmark, of the server process. ``p99_ms``: the 99th
-    percentile latency (ASGI benchmark).
+    ``cpu``: CPU time per operation (µs), of this process (all threads) or,
+    for the ASGI benchmark, of the server process. ``p50`` and ``p99``: the
+    median and 99th percentile latency (ms; ASGI benchmark).
     """
 
     rate: float
-    cpu_us: float | None = None
-    p99_ms: float | None = None
-    p50_ms: float | None = None
+    cpu: float
+    p50: float | None = None
+    p99: float | None = None
+
+
+Measure = Literal["rate", "cpu", "p50"]  # a field of Sample
 
 
 @dataclass
@@ -52,96 +94,87 @@ class Contender:
     key: str
     label: str
     run: Callable[[], Awaitable[Sample]]
-    ours: bool = False  # this backend (highlighted in the table and chart)
+    ours: bool = False  # this backend, highlighted in the table and chart
 
 
 @dataclass
 class Ratio:
-    """``numerator`` ÷ ``denominator`` (contender keys), with a target.
+    """``numerator`` ÷ ``denominator`` (contender keys) of ``measure``.
 
-    Of what ``measure`` names: ``rate`` (operations/s; the target is a
-    floor), ``cpu`` (CPU per operation; the target is a ceiling: the cost
-    this backend adds to the limit it is measured against) or ``p50`` (median
-    latency; a ceiling too). ``note``: a short name for a target (the chart),
-    else a remark.
+    A target is a ceiling, on ``cpu`` (CPU per operation: the cost this
+    backend adds to the limit it is measured against) or ``p50`` (median
+    latency); throughput ratios (``rate``) are shown without one. ``note``: a
+    short name for a target (the chart), else a remark.
     """
 
     numerator: str
     denominator: str
     target: float | None = None
     note: str = ""
-    measure: str = "rate"
+    measure: Measure = "rate"
 
-    @property
-    def lower_is_better(self) -> bool:
-        return self.measure != "rate"
-
-    @property
-    def sign(self) -> str:
-        return "≤" if self.lower_is_better else "≥"
+    def __post_init__(self) -> None:
+        assert self.target is None or self.measure != "rate", self
 
     def met(self, value: float) -> bool:
         assert self.target is not None
-        return value <= self.target if self.lower_is_better else value >= self.target
+        return value <= self.target
 
     def share(self, value: float) -> float:
         """How far ``value`` is from the target: 1 just met, above 1 better."""
         assert self.target is not None
-        return self.target / value if self.lower_is_better else value / self.target
+        return self.target / value
+
+
+# Under the tables of the sections that compare with raw psycopg.
+LIKE_FOR_LIKE = (
+    "The targets compare like for like: the same psycopg cursor class on "
+    "both sides. This backend binds parameters client-side by default "
+    "(`ClientCursor`), as Django's postgresql backend does, so that SQL "
+    "Django writes for client-side binding keeps working; raw psycopg binds "
+    "them on the server by default. The ratio to raw psycopg's default "
+    "measures that choice of psycopg cursor, not this backend, and is shown "
+    "without a target."
+)
 
 
 @dataclass
-class SectionResult:
+class Section:
     key: str
     title: str
     unit: str
     description: str
     contenders: list[Contender]
     ratios: list[Ratio]
+    note: str = ""  # printed under the tables
+    cpu_label: str = "client CPU µs/op"
     samples: dict[str, list[Sample]] = field(default_factory=dict)
     seconds: float = 0.0
-    cpu_label: str = "client CPU µs/op"
     # 1-minute load average when the benchmark started and ended.
     load: tuple[float, float] = (0.0, 0.0)
 
-    def rates(self, key: str) -> list[float]:
-        return [sample.rate for sample in self.samples.get(key, [])]
+    def values(self, key: str, measure: str = "rate") -> list[float]:
+        return [getattr(sample, measure) for sample in self.samples[key]]
 
-    def median(self, key: str) -> float:
-        return statistics.median(self.rates(key))
-
-    def p99(self, key: str) -> float | None:
-        values = [s.p99_ms for s in self.samples.get(key, []) if s.p99_ms is not None]
-        return statistics.median(values) if values else None
-
-    def cpu(self, key: str) -> float | None:
-        values = [s.cpu_us for s in self.samples.get(key, []) if s.cpu_us is not None]
-        return statistics.median(values) if values else None
+    def median(self, key: str, measure: str = "rate") -> float:
+        return statistics.median(self.values(key, measure))
 
     def ratio(self, ratio: Ratio) -> float:
-        """Median over rounds of the within-round ratio (of CPU per op, or rates)."""
-        values = {"rate": self.rates, "cpu": self.cpus, "p50": self.p50s}
-        measured = values[ratio.measure]
-        pairs = zip(measured(ratio.numerator), measured(ratio.denominator), strict=True)
+        """Median over rounds of the within-round ratio."""
+        numerators = self.values(ratio.numerator, ratio.measure)
+        denominators = self.values(ratio.denominator, ratio.measure)
+        pairs = zip(numerators, denominators, strict=True)
         return statistics.median(num / den for num, den in pairs)
-
-    def cpus(self, key: str) -> list[float]:
-        return [s.cpu_us for s in self.samples.get(key, []) if s.cpu_us is not None]
-
-    def p50s(self, key: str) -> list[float]:
-        return [s.p50_ms for s in self.samples.get(key, []) if s.p50_ms is not None]
-
-    def p50(self, key: str) -> float | None:
-        values = self.p50s(key)
-        return statistics.median(values) if values else None
 
     def label(self, key: str) -> str:
         return next(c.label for c in self.contenders if c.key == key)
 
 
-async def run_rounds(
-    section: SectionResult, rounds: int, log: Callable[[str], None]
-) -> SectionResult:
+# What each section module provides: set up, yield the section, tear down.
+SectionFactory = Callable[[str, Config], AbstractAsyncContextManager[Section]]
+
+
+async def run_rounds(section: Section, rounds: int) -> Section:
     """Run every contender ``rounds`` times, interleaved; fill ``section``."""
     started = time.perf_counter()
     load = os.getloadavg()[0]
@@ -152,20 +185,23 @@ async def run_rounds(
         for contender in [*contenders[shift:], *contenders[:shift]]:
             sample = await contender.run()
             section.samples[contender.key].append(sample)
-            extra = ""
-            if sample.cpu_us is not None:
-                extra += f"  CPU {sample.cpu_us:6.0f} µs/op"
-            if sample.p50_ms is not None:
-                extra += f"  p50 {sample.p50_ms:6.1f} ms"
-            if sample.p99_ms is not None:
-                extra += f"  p99 {sample.p99_ms:6.1f} ms"
-            log(
+            extra = f"  CPU {sample.cpu:6.0f} µs/op"
+            if sample.p50 is not None and sample.p99 is not None:
+                extra += f"  p50 {sample.p50:6.1f} ms  p99 {sample.p99:6.1f} ms"
+            print(
                 f"  round {number + 1}/{rounds}  {contender.label:<46} "
-                f"{sample.rate:10.0f} {section.unit}{extra}"
+                f"{sample.rate:10.0f} {section.unit}{extra}",
+                flush=True,
             )
     section.seconds = time.perf_counter() - started
     section.load = (load, os.getloadavg()[0])
     return section
+
+
+async def in_task(work: Callable[[], Coroutine[Any, Any, Sample]]) -> Sample:
+    """``work()`` in a task of its own: this backend's connections are the
+    task's, released when it ends (a fresh connection for every run)."""
+    return await asyncio.create_task(work())
 
 
 class Timer:
@@ -178,8 +214,4 @@ class Timer:
     def sample(self, operations: int) -> Sample:
         wall = time.perf_counter() - self.wall
         cpu = time.process_time() - self.cpu
-        return Sample(operations / wall, cpu_us=cpu / operations * 1e6)
-
-
-def spread(values: Sequence[float]) -> str:
-    return f"{min(values):,.0f}-{max(values):,.0f}"
+        return Sample(operations / wall, cpu=cpu / operations * 1e6)

@@ -1,11 +1,10 @@
-"""5. Memory: stream rows through a server-side cursor, in a fresh process.
+"""8. Memory: stream rows through a server-side cursor, in a fresh process.
 
 ``python -m benchmarks.memory {ours,psycopg} ROWS`` streams ROWS rows of
 ``(int, 32-char text)`` and prints one JSON line: the peak RSS of the process
-(VmHWM, else ``resource.getrusage``), the peak before streaming, the rows and
-the time.
-The parent (:func:`measure`) runs it in a subprocess so that nothing else
-counts towards the peak.
+(Linux's VmHWM), the peak before streaming, the rows and the time. The parent
+(:func:`measure`) runs it in a subprocess so that nothing else counts towards
+the peak.
 """
 
 from __future__ import annotations
@@ -13,13 +12,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 SQL = "SELECT g, md5(g::text) FROM generate_series(1, %s) AS g"
@@ -27,25 +24,16 @@ LIMIT_MB = 100.0
 
 
 def peak_rss_mb() -> float:
-    """The peak resident set size of this process so far, in MiB.
-
-    Linux's VmHWM belongs to the current program image; ``ru_maxrss`` (the
-    fallback) also counts the parent's pages copied at fork, before exec.
-    """
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    # ru_maxrss is in KiB on Linux, bytes on macOS.
-    scale = 1024 * 1024 if sys.platform == "darwin" else 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale
+    """The peak resident set size of this process so far (VmHWM), in MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 @dataclass
 class MemoryResult:
-    mode: str
+    mode: str  # "ours" or "psycopg"
     rows: int
     seconds: float
     baseline_mb: float
@@ -54,6 +42,12 @@ class MemoryResult:
     @property
     def rate(self) -> float:
         return self.rows / self.seconds
+
+    @property
+    def label(self) -> str:
+        if self.mode == "ours":
+            return "this backend, chunked_cursor()"
+        return "raw psycopg, named cursor"
 
 
 async def stream_ours(rows: int) -> tuple[int, float]:
@@ -101,16 +95,15 @@ def child(mode: str, rows: int) -> None:
 
 
 def measure(mode: str, rows: int, url: str) -> MemoryResult:
-    env = dict(os.environ, DATABASE_URL=url)
     out = subprocess.run(
         [sys.executable, "-m", "benchmarks.memory", mode, str(rows)],
         cwd=ROOT,
-        env=env,
+        env=dict(os.environ, DATABASE_URL=url),
         check=True,
         capture_output=True,
         text=True,
     ).stdout
-    data: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    data = json.loads(out.strip().splitlines()[-1])
     return MemoryResult(
         mode, int(data["rows"]), data["seconds"], data["baseline_mb"], data["peak_mb"]
     )

@@ -1,24 +1,22 @@
-"""6. The ORM: Django's async API, natively on this backend vs stock Django.
+"""5. The ORM: Django's async API, natively on this backend vs stock Django.
 
-The same calls on the same model and table: ``aget()`` by primary key,
-``acreate()``, and ``async for`` over 10,000 rows; and ``run_sync`` around
-sync code doing one ``get()``, next to the native ``aget()`` it amounts to.
-With the model opted in (``AsyncModelMixin``) they run on this backend's
-async connection; on the ``stock`` alias the very same calls run as Django's
-async ORM does them, in a thread through ``sync_to_async``, on Django's stock
-backend.
+The same calls on the same model (benchmarks/project/models.py) and table,
+on this backend's ``orm`` alias (native, ``AsyncModelMixin``) and on the
+stock ``orm_stock`` one, where they are Django's own async ORM (a thread
+through ``sync_to_async`` per call); the limit is Django's sync ORM doing the
+same calls, a whole run in one thread.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
+import contextlib
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import AbstractContextManager
 from typing import Any
 
-import psycopg
-from django.db import connections
-
-from benchmarks.common import Contender, Ratio, Sample, SectionResult, Timer
+from benchmarks import common
+from benchmarks.common import Config, Contender, Ratio, Sample, Section, Timer, in_task
 
 ROWS = 10_000
 WARMUP = 100
@@ -27,81 +25,71 @@ OURS = "orm"
 Work = Callable[[], Coroutine[Any, Any, Sample]]
 
 
-def create_table(url: str) -> None:
-    """(Re)create the table with ``ROWS`` rows, ids 1..ROWS (plain psycopg)."""
+def table(url: str) -> AbstractContextManager[None]:
+    """The model's table with ``ROWS`` rows, ids 1..ROWS, while open."""
     from benchmarks.project.models import TABLE
 
-    with psycopg.connect(url, autocommit=True) as connection:
-        connection.execute(f"DROP TABLE IF EXISTS {TABLE}")
-        connection.execute(
-            f"CREATE TABLE {TABLE} (id bigserial PRIMARY KEY, value integer "
-            "NOT NULL, name varchar(40) NOT NULL)"
-        )
-        connection.execute(
-            f"INSERT INTO {TABLE} (value, name) SELECT i, 'item ' || i "
-            f"FROM generate_series(1, {ROWS}) AS i"
-        )
+    return common.table(
+        url,
+        TABLE,
+        f"CREATE TABLE {TABLE} (id bigserial PRIMARY KEY, value integer "
+        "NOT NULL, name varchar(40) NOT NULL)",
+        f"INSERT INTO {TABLE} (value, name) SELECT i, 'item ' || i "
+        f"FROM generate_series(1, {ROWS}) AS i",
+    )
 
 
-def drop_table(url: str) -> None:
-    from benchmarks.project.models import TABLE
-
-    with psycopg.connect(url, autocommit=True) as connection:
-        connection.execute(f"DROP TABLE IF EXISTS {TABLE}")
-
-
-def section(n: int) -> SectionResult:
+@contextlib.asynccontextmanager
+async def section(url: str, config: Config) -> AsyncIterator[Section]:
     """Contenders timing ``n`` gets, ``n`` creates, and ``ROWS``-row iterations."""
+    from django.db import connections
+
     from benchmarks.project.models import Item
+    from django_async_backend.db.models import run_sync
 
-    def in_task(work: Work) -> Work:
-        # A task of its own: this backend's connection is released when it ends.
-        async def run() -> Sample:
-            return await asyncio.create_task(work())
+    n = config.orm
 
-        return run
+    async def aget(alias: str) -> Sample:
+        items = Item.objects.using(alias)
+        for i in range(WARMUP):
+            await items.aget(pk=i % ROWS + 1)
+        timer = Timer()
+        for i in range(n):
+            await items.aget(pk=i % ROWS + 1)
+        return timer.sample(n)
 
-    def aget(alias: str) -> Work:
-        async def work() -> Sample:
-            items = Item.objects.using(alias)
-            for i in range(WARMUP):
-                await items.aget(pk=i % ROWS + 1)
-            timer = Timer()
-            for i in range(n):
-                await items.aget(pk=i % ROWS + 1)
-            return timer.sample(n)
+    def get(i: int) -> Any:  # existing sync code, one get()
+        return Item.objects.using(OURS).get(pk=i % ROWS + 1)
 
-        return in_task(work)
+    async def run_sync_get() -> Sample:
+        for i in range(WARMUP):
+            await run_sync(get, i)
+        timer = Timer()
+        for i in range(n):
+            await run_sync(get, i)
+        return timer.sample(n)
 
-    def run_sync_get(alias: str) -> Work:
-        from django_async_backend.db.models import run_sync
+    async def acreate(alias: str) -> Sample:
+        items = Item.objects.using(alias)
+        for i in range(WARMUP):
+            await items.acreate(value=i, name="warm-up")
+        timer = Timer()
+        for i in range(n):
+            await items.acreate(value=i, name="created")
+        sample = timer.sample(n)
+        await items.filter(pk__gt=ROWS).adelete()
+        return sample
 
-        def get(i: int) -> Any:  # existing sync code, one get()
-            return Item.objects.using(alias).get(pk=i % ROWS + 1)
-
-        async def work() -> Sample:
-            for i in range(WARMUP):
-                await run_sync(get, i)
-            timer = Timer()
-            for i in range(n):
-                await run_sync(get, i)
-            return timer.sample(n)
-
-        return in_task(work)
-
-    def in_thread(body: Callable[[], Sample]) -> Work:
-        # Django's sync ORM, the limit: a whole timed run in one worker thread
-        # (no hop per call), its connection closed there afterwards.
-        def run_and_close() -> Sample:
-            try:
-                return body()
-            finally:
-                connections[STOCK].close()
-
-        async def run() -> Sample:
-            return await asyncio.to_thread(run_and_close)
-
-        return run
+    async def iterate(alias: str) -> Sample:
+        items = Item.objects.using(alias)
+        await items.aget(pk=1)  # warm-up: the connection is open
+        rows = items.filter(pk__lte=ROWS).order_by("pk")
+        timer = Timer()
+        count = 0
+        async for _ in rows:
+            count += 1
+        assert count == ROWS, count
+        return timer.sample(count)
 
     def sync_get() -> Sample:
         items = Item.objects.using(STOCK)
@@ -131,35 +119,27 @@ def section(n: int) -> SectionResult:
         assert count == ROWS, count
         return timer.sample(count)
 
-    def acreate(alias: str) -> Work:
-        async def work() -> Sample:
-            items = Item.objects.using(alias)
-            for i in range(WARMUP):
-                await items.acreate(value=i, name="warm-up")
-            timer = Timer()
-            for i in range(n):
-                await items.acreate(value=i, name="created")
-            sample = timer.sample(n)
-            await items.filter(pk__gt=ROWS).adelete()
-            return sample
+    def in_thread(body: Callable[[], Sample]) -> Work:
+        # Django's sync ORM, the limit: a whole timed run in one worker thread
+        # (no hop per call), its connection closed there afterwards.
+        def run_and_close() -> Sample:
+            try:
+                return body()
+            finally:
+                connections[STOCK].close()
 
-        return in_task(work)
+        async def run() -> Sample:
+            return await asyncio.to_thread(run_and_close)
 
-    def iterate(alias: str) -> Work:
-        async def work() -> Sample:
-            items = Item.objects.using(alias)
-            await items.aget(pk=1)  # warm-up: the connection is open
-            rows = items.filter(pk__lte=ROWS).order_by("pk")
-            timer = Timer()
-            count = 0
-            async for _ in rows:
-                count += 1
-            assert count == ROWS, count
-            return timer.sample(count)
+        return run
 
-        return in_task(work)
+    def native(work: Callable[[str], Coroutine[Any, Any, Sample]], alias: str) -> Work:
+        async def run() -> Sample:
+            return await in_task(lambda: work(alias))
 
-    return SectionResult(
+        return run
+
+    section = Section(
         key="orm",
         title="The ORM",
         unit="operations/s",
@@ -173,35 +153,47 @@ def section(n: int) -> SectionResult:
             "The limit is Django's own sync ORM doing the same calls (`get()`, "
             "`create()`, `for`) on the stock backend, a whole run in one "
             "thread: no thread hop per call. "
-            "Both sides run with `synchronous_commit=off`: the server's wait for "
-            "the disk at each autocommitted INSERT (about 1 ms here, the same for "
-            "both) would otherwise hide what the clients do."
+            "Both sides run with `synchronous_commit=off`: the server's wait "
+            "for the disk at each autocommitted INSERT (about 1 ms here, the "
+            "same for both) would otherwise hide what the clients do."
         ),
         contenders=[
-            Contender("ours_aget", "this backend, aget()", aget(OURS), ours=True),
-            Contender("stock_aget", "stock Django, aget()", aget(STOCK)),
+            Contender("ours_aget", "this backend, aget()", native(aget, OURS), True),
+            Contender("stock_aget", "stock Django, aget()", native(aget, STOCK)),
             Contender(
                 "sync_get", "Django sync get(), no thread hop", in_thread(sync_get)
             ),
             Contender(
                 "ours_run_sync_get",
                 "this backend, run_sync(get)",
-                run_sync_get(OURS),
-                ours=True,
+                lambda: in_task(run_sync_get),
+                True,
             ),
             Contender(
-                "ours_acreate", "this backend, acreate()", acreate(OURS), ours=True
+                "ours_acreate",
+                "this backend, acreate()",
+                native(acreate, OURS),
+                True,
             ),
-            Contender("stock_acreate", "stock Django, acreate()", acreate(STOCK)),
+            Contender(
+                "stock_acreate", "stock Django, acreate()", native(acreate, STOCK)
+            ),
             Contender(
                 "sync_create",
                 "Django sync create(), no thread hop",
                 in_thread(sync_create),
             ),
             Contender(
-                "ours_iter", "this backend, async for (rows)", iterate(OURS), ours=True
+                "ours_iter",
+                "this backend, async for (rows)",
+                native(iterate, OURS),
+                True,
             ),
-            Contender("stock_iter", "stock Django, async for (rows)", iterate(STOCK)),
+            Contender(
+                "stock_iter",
+                "stock Django, async for (rows)",
+                native(iterate, STOCK),
+            ),
             Contender(
                 "sync_iter",
                 "Django sync for (rows), no thread hop",
@@ -209,32 +201,31 @@ def section(n: int) -> SectionResult:
             ),
         ],
         ratios=[
-            # Targets: client CPU per operation against Django's own sync ORM
-            # (plus the event loop's cost of an async round trip; issue 16).
-            Ratio("ours_aget", "sync_get", 1.15, "aget vs sync get", measure="cpu"),
-            Ratio(
-                "ours_acreate",
-                "sync_create",
-                1.15,
-                "acreate vs sync create",
-                measure="cpu",
-            ),
-            Ratio(
-                "ours_iter",
-                "sync_iter",
-                1.05,
-                "async for vs sync for",
-                measure="cpu",
-            ),
+            # Targets: client CPU per operation against Django's own sync
+            # ORM (plus the event loop's cost of an async round trip;
+            # issue 16).
+            Ratio("ours_aget", "sync_get", 1.15, "aget vs sync get", "cpu"),
+            Ratio("ours_acreate", "sync_create", 1.15, "acreate vs sync create", "cpu"),
+            Ratio("ours_iter", "sync_iter", 1.05, "async for vs sync for", "cpu"),
             Ratio(
                 "ours_run_sync_get",
                 "ours_aget",
                 1.0,
                 "run_sync(get) vs native aget",
-                measure="cpu",
+                "cpu",
             ),
             Ratio("ours_aget", "stock_aget", None, "ORM aget vs stock"),
             Ratio("ours_acreate", "stock_acreate", None, "ORM acreate vs stock"),
             Ratio("ours_iter", "stock_iter", None, "ORM async for vs stock"),
         ],
+        note=(
+            "The same model, table and calls on both sides; only the alias "
+            "differs. `async for` spends nearly all of its time building model "
+            "instances, Django's own code on both sides, so a native fetch (one "
+            "thread hop fewer per queryset) changes it little; `aget()` and "
+            "`acreate()` are one round trip each, where the thread hop of stock "
+            "Django's async ORM weighs most."
+        ),
     )
+    with table(url):
+        yield section

@@ -1,216 +1,61 @@
-"""Where the backend's time goes: client CPU per operation, and a profile.
+"""Where one contender's time goes: cProfile over one run of it.
 
-    python -m benchmarks.profile [SCENARIO ...] [--n N] [--pyinstrument]
+    python -m benchmarks.profile SECTION [CONTENDER] [--quick] [--sort KEY]
 
-For each scenario this runs the backend's loop and the raw psycopg loop of
-the same work, interleaved over a few rounds, and prints the client CPU time
-(``time.process_time``) per operation: unlike throughput, it hardly depends on
-what else the machine runs, and the difference is the backend's own cost.
-With ``--pyinstrument`` (``pip install pyinstrument``) it then profiles the
-backend's loop and prints the call tree.
-
-Scenarios: ``reused`` (one cursor, ``SELECT %s::int``), ``per-query`` (a new
-cursor per query), ``transaction`` (nested atomic blocks, 6 statements),
-``pool`` (one pool checkout per query, ``independent_connection()``) and
-``request`` (what an ASGI view's task does: a task with its own pooled
-connection running 3 queries, one cursor each).
+Sets SECTION up as ``python -m benchmarks`` does and runs CONTENDER (a key;
+without one, the section's keys are listed) once as a warm-up, printing its
+rate and client CPU per operation, then once more under cProfile, printing
+the functions that took the most time (``--sort``: a pstats key). Only this
+thread is profiled (not ``sync_to_async``'s). SECTION: any but ``asgi``,
+whose contenders run in the uvicorn server, and ``memory``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
-import time
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+import cProfile
+import pstats
+from collections.abc import Sequence
 
-import psycopg
+from benchmarks.common import QUICK, Config, database_url, setup_django
+from benchmarks.run import SECTIONS
 
-from benchmarks.common import database_url, setup_django
-from benchmarks.loops import SQL, nested_transactions, round_trips
-
-Loop = Callable[[int], Awaitable[None]]
+CHOICES = [name for name in SECTIONS if name not in ("asgi", "memory")]
 
 
-async def ours_loop(scenario: str) -> tuple[Loop, Callable[[], Awaitable[None]]]:
-    """The backend's loop for ``scenario``, and how to clean up after it."""
-    from django_async_backend.db import async_connections
-    from django_async_backend.db.transaction import async_atomic
-
-    alias = "pooled" if scenario in ("pool", "request") else "default"
-    connection = async_connections[alias]
-    await connection.ensure_connection()
-
-    async def reused(n: int) -> None:
-        await round_trips(connection, n)
-
-    async def per_query(n: int) -> None:
-        await round_trips(connection, n, per_query=True)
-
-    async def transaction(n: int) -> None:
-        await nested_transactions(connection, n, async_atomic)
-
-    async def pool(n: int) -> None:
-        for i in range(n):
-            async with async_connections.independent_connection():
-                async with async_connections[alias].cursor() as cursor:
-                    await cursor.execute(SQL, (i,))
-                    await cursor.fetchone()
-
-    async def view() -> None:
-        # What a request's task does: its own pooled connection, 3 cursors.
-        pooled = async_connections[alias]
-        for i in range(3):
-            async with pooled.cursor() as cursor:
-                await cursor.execute(SQL, (i,))
-                await cursor.fetchone()
-
-    async def request(n: int) -> None:
-        for _ in range(n):
-            await asyncio.create_task(view())
-
-    loops: dict[str, Loop] = {
-        "reused": reused,
-        "per-query": per_query,
-        "transaction": transaction,
-        "pool": pool,
-        "request": request,
-    }
-    return loops[scenario], connection.close
-
-
-async def raw_loop(
-    scenario: str, url: str
-) -> tuple[Loop, Callable[[], Awaitable[None]]]:
-    """Raw psycopg doing the same work, with the backend's cursor class."""
-    if scenario in ("pool", "request"):
-        from psycopg_pool import AsyncConnectionPool
-
-        pool = AsyncConnectionPool(
-            url,
-            min_size=1,
-            max_size=1,
-            kwargs={"autocommit": True, "cursor_factory": psycopg.AsyncClientCursor},
-            open=False,
+async def profile(args: argparse.Namespace) -> None:
+    factory = SECTIONS[args.section]
+    assert factory is not None
+    async with factory(database_url(), QUICK if args.quick else Config()) as section:
+        found = [c for c in section.contenders if c.key == args.contender]
+        if not found:
+            for contender in section.contenders:
+                print(f"{contender.key:<26} {contender.label}")
+            return
+        contender = found[0]
+        sample = await contender.run()
+        print(
+            f"{contender.label}: {sample.rate:,.0f} {section.unit}, "
+            f"client CPU {sample.cpu:,.1f} µs/op (not profiled)"
         )
-        await pool.open(wait=True)
-
-        async def checkout(n: int) -> None:
-            for i in range(n):
-                async with pool.connection() as connection:
-                    cursor = await connection.execute(SQL, (i,))
-                    await cursor.fetchone()
-
-        async def view() -> None:
-            async with pool.connection() as connection:
-                for i in range(3):
-                    async with connection.cursor() as cursor:
-                        await cursor.execute(SQL, (i,))
-                        await cursor.fetchone()
-
-        async def request(n: int) -> None:
-            for _ in range(n):
-                await asyncio.create_task(view())
-
-        return (checkout if scenario == "pool" else request), pool.close
-    connection = await psycopg.AsyncConnection.connect(
-        url, autocommit=True, cursor_factory=psycopg.AsyncClientCursor
-    )
-
-    async def reused(n: int) -> None:
-        await round_trips(connection, n)
-
-    async def per_query(n: int) -> None:
-        await round_trips(connection, n, per_query=True)
-
-    async def transaction(n: int) -> None:
-        await nested_transactions(connection, n, connection.transaction)
-
-    loops: dict[str, Loop] = {
-        "reused": reused,
-        "per-query": per_query,
-        "transaction": transaction,
-    }
-    return loops[scenario], connection.close
-
-
-async def cpu_per_op(make: Callable[[], Awaitable[Any]], n: int) -> tuple[float, float]:
-    """(client CPU µs, wall µs) per operation of one run, in a task of its own."""
-
-    async def body() -> tuple[float, float]:
-        loop, cleanup = await make()
-        await loop(100)  # warm-up
-        cpu, wall = time.process_time(), time.perf_counter()
-        await loop(n)
-        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-        await cleanup()
-        return cpu / n * 1e6, wall / n * 1e6
-
-    return await asyncio.create_task(body())
-
-
-async def compare(scenario: str, n: int, rounds: int) -> None:
-    url = database_url()
-    results: dict[str, list[tuple[float, float]]] = {"ours": [], "raw": []}
-    for _ in range(rounds):
-        results["ours"].append(await cpu_per_op(lambda: ours_loop(scenario), n))
-        results["raw"].append(await cpu_per_op(lambda: raw_loop(scenario, url), n))
-    cpu = {key: statistics.median(c for c, _ in runs) for key, runs in results.items()}
-    wall = {key: statistics.median(w for _, w in runs) for key, runs in results.items()}
-    print(
-        f"{scenario:<12} client CPU/op: backend {cpu['ours']:6.1f} µs, raw psycopg "
-        f"{cpu['raw']:6.1f} µs, overhead {cpu['ours'] - cpu['raw']:+6.1f} µs "
-        f"({cpu['ours'] / cpu['raw'] - 1:+.0%}); wall/op {wall['ours']:6.1f} vs "
-        f"{wall['raw']:6.1f} µs"
-    )
-
-
-async def profile(scenario: str, n: int) -> None:
-    from pyinstrument import Profiler
-
-    async def body() -> None:
-        loop, cleanup = await ours_loop(scenario)
-        await loop(100)
-        profiler = Profiler(interval=0.0002, async_mode="disabled")
-        profiler.start()
-        await loop(n)
-        profiler.stop()
-        await cleanup()
-        print(f"\n===== {scenario}: backend loop, {n} operations =====")
-        print(profiler.output_text(unicode=True, time="percent_of_total"))
-        flat = profiler.output_text(
-            unicode=True, time="percent_of_total", flat=True, show_all=True
-        )
-        print("\n".join(flat.splitlines()[:45]))
-
-    await asyncio.create_task(body())
-
-
-async def main_async(args: argparse.Namespace) -> None:
-    from django_async_backend.db import async_connections
-
-    for scenario in args.scenarios:
-        await compare(scenario, args.n, args.rounds)
-    if args.pyinstrument:
-        for scenario in args.scenarios:
-            await profile(scenario, args.n)
-    await async_connections.close_all()
+        profiler = cProfile.Profile()
+        profiler.enable()
+        await contender.run()
+        profiler.disable()
+    pstats.Stats(profiler).sort_stats(args.sort).print_stats(args.lines)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.profile")
-    choices = ["reused", "per-query", "transaction", "pool", "request"]
-    parser.add_argument("scenarios", nargs="*", help=f"among {', '.join(choices)}")
-    parser.add_argument("--n", type=int, default=3000, help="operations per run")
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--pyinstrument", action="store_true")
+    parser.add_argument("section", choices=CHOICES)
+    parser.add_argument("contender", nargs="?", default="")
+    parser.add_argument("--quick", action="store_true", help="a short run")
+    parser.add_argument("--sort", default="tottime", help="default: tottime")
+    parser.add_argument("--lines", type=int, default=40, help="default: 40")
     args = parser.parse_args(argv)
-    args.scenarios = args.scenarios or choices
-    if unknown := set(args.scenarios) - set(choices):
-        parser.error(f"unknown scenario(s): {', '.join(sorted(unknown))}")
     setup_django()
-    asyncio.run(main_async(args))
+    asyncio.run(profile(args))
 
 
 if __name__ == "__main__":

@@ -1,36 +1,23 @@
-"""A TCP/unix-socket relay, optionally a delay line: added network latency.
+"""A TCP relay that delays the server's replies: added network latency.
 
-    python -m benchmarks.relay --listen tcp:127.0.0.1:0 \\
-        --upstream tcp:127.0.0.1:5432 --delay 0.001
+    python -m benchmarks.relay UPSTREAM_HOST:PORT DELAY
 
-prints ``listening <address>`` once it accepts connections, then relays
-every connection to the upstream, both ways, until killed. With
-``--delay``, the server's replies reach the client ``delay`` seconds after
-the relay got them (in order, at full throughput): one round trip costs
-``delay`` more, as with ``tc netem`` on the path. Addresses are
-``tcp:HOST:PORT`` (port 0: any free one) or ``unix:PATH``.
+listens on a free port of 127.0.0.1, prints ``listening 127.0.0.1:PORT``,
+then relays every connection to the upstream, both ways, until terminated.
+The server's replies reach the client ``DELAY`` seconds after the relay got
+them (in order, at full throughput): one round trip costs ``DELAY`` more, as
+with ``tc netem`` on the path. A process of its own, so that its CPU does not
+count as the benchmark's.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
-import os
 import signal
-from collections.abc import Sequence
+import sys
 
 CHUNK = 65536
-
-
-async def open_address(
-    address: str,
-) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    kind, _, rest = address.partition(":")
-    if kind == "unix":
-        return await asyncio.open_unix_connection(rest)
-    host, _, port = rest.rpartition(":")
-    return await asyncio.open_connection(host, int(port))
 
 
 async def pipe(
@@ -67,12 +54,16 @@ async def pipe(
         writer.close()
 
 
-async def serve(listen: str, upstream: str, delay: float) -> None:
+async def serve(upstream: str, delay: float) -> None:
+    host, _, port = upstream.rpartition(":")
+
     async def relay(
         client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter
     ) -> None:
         try:
-            server_reader, server_writer = await open_address(upstream)
+            server_reader, server_writer = await asyncio.open_connection(
+                host, int(port)
+            )
         except OSError:
             client_writer.close()
             return
@@ -82,16 +73,9 @@ async def serve(listen: str, upstream: str, delay: float) -> None:
                 pipe(server_reader, client_writer, delay),
             )
 
-    kind, _, rest = listen.partition(":")
-    if kind == "unix":
-        server = await asyncio.start_unix_server(relay, rest)
-        where = f"unix:{rest}"
-    else:
-        host, _, port = rest.rpartition(":")
-        server = await asyncio.start_server(relay, host, int(port))
-        bound = server.sockets[0].getsockname()
-        where = f"tcp:{bound[0]}:{bound[1]}"
-    print(f"listening {where}", flush=True)
+    server = await asyncio.start_server(relay, "127.0.0.1", 0)
+    bound = server.sockets[0].getsockname()
+    print(f"listening {bound[0]}:{bound[1]}", flush=True)
     loop = asyncio.get_running_loop()
     stop = loop.create_future()
     loop.add_signal_handler(signal.SIGTERM, stop.set_result, None)
@@ -101,19 +85,6 @@ async def serve(listen: str, upstream: str, delay: float) -> None:
         server.close()  # (not wait_closed(): open connections end with the loop)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.relay")
-    parser.add_argument("--listen", required=True)
-    parser.add_argument("--upstream", required=True)
-    parser.add_argument("--delay", type=float, default=0.0, help="seconds")
-    args = parser.parse_args(argv)
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(args.listen, args.upstream, args.delay))
-    if args.listen.startswith("unix:"):
-        with contextlib.suppress(OSError):
-            os.unlink(args.listen[5:])
-    return 0
-
-
 if __name__ == "__main__":
-    raise SystemExit(main())
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve(sys.argv[1], float(sys.argv[2])))

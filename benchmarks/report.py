@@ -1,4 +1,4 @@
-"""Print the results, and write ``docs/benchmarks.md`` and its chart."""
+"""The page, ``docs/benchmarks.md``, and its chart, from a run's results."""
 
 from __future__ import annotations
 
@@ -10,19 +10,18 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from benchmarks.common import Ratio, SectionResult, spread
+from benchmarks.common import Ratio, Section
 from benchmarks.memory import LIMIT_MB, MemoryResult
-from benchmarks.notes import NOTES
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "benchmarks.md"
 CHART = ROOT / "docs" / "img" / "benchmarks.png"
-OUTPUTS = (DOC, CHART)
-if TYPE_CHECKING:
-    from matplotlib.axes import Axes
-
 OURS, OTHERS, MET, MISSED = "#1f6feb", "#9aa4ae", "#2da44e", "#cf222e"
 PACKAGES = ("django", "psycopg", "psycopg-pool", "asyncpg", "uvicorn", "asgiref")
+MEASURES = {"rate": "throughput", "cpu": "CPU/op", "p50": "p50 latency"}
 
 
 @dataclass
@@ -36,23 +35,29 @@ class Run:
     load_before: tuple[float, float, float]
     load_after: tuple[float, float, float] = (0.0, 0.0, 0.0)
     seconds: float = 0.0
-    sections: list[SectionResult] = field(default_factory=list)
+    sections: list[Section] = field(default_factory=list)
     memory: list[MemoryResult] = field(default_factory=list)
+
+
+def server(url: str) -> str:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True, connect_timeout=10) as connection:
+        row = connection.execute("SHOW server_version").fetchone()
+        version = str(row[0]).split()[0] if row else "?"
+        info = connection.info
+        return f"{version} at {info.host}:{info.port} (database {info.dbname})"
 
 
 def machine() -> str:
     model = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-        kib = int(Path("/proc/meminfo").read_text().split()[1])
-        memory = f", {kib / 1024 / 1024:.1f} GiB RAM"
-    except OSError:
-        memory = ""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    kib = int(Path("/proc/meminfo").read_text().split()[1])
     system = f"{platform.system()} {platform.release()}"
-    return f"{model}, {os.cpu_count()} cores{memory}, {system}"
+    return f"{model}, {os.cpu_count()} cores, {kib / 1024 / 1024:.1f} GiB RAM, {system}"
 
 
 def versions() -> str:
@@ -60,105 +65,30 @@ def versions() -> str:
 
     parts = [f"Python {platform.python_version()}"]
     for name in PACKAGES:
-        try:
-            version = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
+        version = metadata.version(name)
         if name == "psycopg":
             version += f" ({psycopg.pq.__impl__} implementation)"
         parts.append(f"{name} {version}")
     return ", ".join(parts)
 
 
-def verdict(ratio: Ratio, value: float) -> str:
-    if ratio.target is None:
-        return ""
-    return "met" if ratio.met(value) else "**missed**"
+def verdict(ok: bool) -> str:
+    return "met" if ok else "**missed**"
 
 
-MEASURES = {"rate": "throughput", "cpu": "CPU/op", "p50": "p50 latency"}
-
-
-def target_name(ratio: Ratio) -> str:
-    """A target's short name, with what it measures."""
-    return f"{ratio.note}, {MEASURES[ratio.measure]}"
-
-
-def ratio_name(section: SectionResult, ratio: Ratio) -> str:
+def ratio_name(section: Section, ratio: Ratio) -> str:
     names = f"{section.label(ratio.numerator)} ÷ {section.label(ratio.denominator)}"
     suffix = {"rate": "", "cpu": ", CPU per op", "p50": ", median latency"}
     return names + suffix[ratio.measure]
 
 
-def memory_ok(result: MemoryResult) -> bool:
-    return result.peak_mb < LIMIT_MB
-
-
-# ##### Terminal #####
-
-
-def print_section(section: SectionResult) -> None:
-    print(f"\n{section.title} ({section.unit}, median of {rounds_of(section)})")
-    for contender in section.contenders:
-        rates = section.rates(contender.key)
-        cpu = section.cpu(contender.key)
-        p50, p99 = section.p50(contender.key), section.p99(contender.key)
-        extra = f"   {section.cpu_label} {cpu:6.0f}" if cpu is not None else ""
-        extra += f"   p50 {p50:6.1f} ms" if p50 is not None else ""
-        extra += f"   p99 {p99:6.1f} ms" if p99 is not None else ""
-        mark = "*" if contender.ours else " "
-        print(
-            f" {mark} {contender.label:<46} {section.median(contender.key):10,.0f}"
-            f"   [{spread(rates)}]{extra}"
-        )
-    for ratio in section.ratios:
-        value = section.ratio(ratio)
-        target = ""
-        if ratio.target is not None:
-            result = verdict(ratio, value).replace("*", "")
-            target = f"  (target {ratio.sign} {ratio.target:g}: {result})"
-        print(f"   ratio {ratio_name(section, ratio):<78} {value:6.2f}{target}")
-
-
-def print_memory(results: Sequence[MemoryResult]) -> None:
-    print(f"\nMemory (peak RSS of a fresh process; limit {LIMIT_MB:g} MB)")
-    for result in results:
-        status = "ok" if memory_ok(result) else "OVER THE LIMIT"
-        print(
-            f"   {memory_label(result):<46} peak {result.peak_mb:6.1f} MB "
-            f"(before streaming {result.baseline_mb:5.1f} MB)  "
-            f"{result.rate:10,.0f} rows/s  {status}"
-        )
-
-
-def print_targets(run: Run) -> None:
-    print("\nTargets")
-    for section in run.sections:
-        for ratio in section.ratios:
-            if ratio.target is not None:
-                value = section.ratio(ratio)
-                status = verdict(ratio, value).replace("*", "")
-                target = f"{ratio.target:<5g}"
-                name = target_name(ratio)
-                print(f"   {name:<48} {value:6.2f} {ratio.sign} {target} {status}")
-    for memory in run.memory:
-        if memory.mode == "ours":
-            status = "met" if memory_ok(memory) else "missed"
-            print(
-                f"   {'memory, peak RSS (MB)':<48} {memory.peak_mb:6.1f} "
-                f"<  {LIMIT_MB:<5g} {status}"
-            )
-
-
-def rounds_of(section: SectionResult) -> str:
-    count = len(next(iter(section.samples.values()), []))
-    return f"{count} round{'s' if count != 1 else ''}"
-
-
-def memory_label(result: MemoryResult) -> str:
-    if result.mode == "ours":
-        return "this backend, chunked_cursor()"
-    return "raw psycopg, named cursor"
+def targets(run: Run) -> list[tuple[Section, Ratio, float]]:
+    return [
+        (section, ratio, section.ratio(ratio))
+        for section in run.sections
+        for ratio in section.ratios
+        if ratio.target is not None
+    ]
 
 
 # ##### Markdown #####
@@ -166,92 +96,74 @@ def memory_label(result: MemoryResult) -> str:
 
 def targets_table(run: Run) -> list[str]:
     lines = ["| target | measured | result |", "| --- | --- | --- |"]
-    for section in run.sections:
-        for ratio in section.ratios:
-            if ratio.target is None:
-                continue
-            value = section.ratio(ratio)
-            what = f"{section.title}: {ratio_name(section, ratio)}"
-            lines.append(
-                f"| {what} {ratio.sign} {ratio.target:g} | {value:.2f} "
-                f"| {verdict(ratio, value)} |"
-            )
+    for section, ratio, value in targets(run):
+        what = f"{section.title}: {ratio_name(section, ratio)}"
+        lines.append(
+            f"| {what} ≤ {ratio.target:g} | {value:.2f} | {verdict(ratio.met(value))} |"
+        )
     for result in run.memory:
         if result.mode == "ours":
             lines.append(
-                f"| Memory: {memory_label(result)}, {result.rows:,} rows, peak RSS "
+                f"| Memory: {result.label}, {result.rows:,} rows, peak RSS "
                 f"< {LIMIT_MB:g} MB | {result.peak_mb:.1f} MB "
-                f"| {'met' if memory_ok(result) else '**missed**'} |"
+                f"| {verdict(result.peak_mb < LIMIT_MB)} |"
             )
     return lines
 
 
-def section_markdown(number: int, section: SectionResult) -> list[str]:
-    keys = [c.key for c in section.contenders]
-    cpu = any(section.cpu(key) is not None for key in keys)
-    latency = any(section.p99(key) is not None for key in keys)
-    median = any(section.p50(key) is not None for key in keys)
-    head = f"| | {section.unit} (median) | min-max over rounds |"
-    rule = "| --- | ---: | ---: |"
-    if cpu:
-        head += f" {section.cpu_label} |"
-        rule += " ---: |"
-    if median:
-        head += " p50 latency |"
-        rule += " ---: |"
-    if latency:
-        head += " p99 latency |"
-        rule += " ---: |"
-    where = (
+def section_markdown(number: int, section: Section) -> list[str]:
+    first = section.samples[section.contenders[0].key][0]
+    latency = first.p50 is not None  # the ASGI section
+    columns = [f"{section.unit} (median)", "min-max over rounds", section.cpu_label]
+    columns += ["p50 latency", "p99 latency"] if latency else []
+    lines = [
+        f"## {number}. {section.title}",
+        "",
+        section.description,
         f"{section.seconds:.0f} s; 1-minute load average {section.load[0]:.2f} "
-        f"at the start, {section.load[1]:.2f} at the end."
-    )
-    lines = [f"## {number}. {section.title}", "", section.description, where]
-    lines += ["", head, rule]
+        f"at the start, {section.load[1]:.2f} at the end.",
+        "",
+        "| | " + " | ".join(columns) + " |",
+        "| --- |" + " ---: |" * len(columns),
+    ]
     for contender in section.contenders:
-        label = f"**{contender.label}**" if contender.ours else contender.label
-        row = (
-            f"| {label} | {section.median(contender.key):,.0f} "
-            f"| {spread(section.rates(contender.key))} |"
-        )
-        if cpu:
-            value = section.cpu(contender.key)
-            row += f" {value:,.0f} |" if value is not None else " |"
-        if median:
-            p50 = section.p50(contender.key)
-            row += f" {p50:.1f} ms |" if p50 is not None else " |"
+        rates = section.values(contender.key)
+        cells = [
+            f"{section.median(contender.key):,.0f}",
+            f"{min(rates):,.0f}-{max(rates):,.0f}",
+            f"{section.median(contender.key, 'cpu'):,.0f}",
+        ]
         if latency:
-            p99 = section.p99(contender.key)
-            row += f" {p99:.1f} ms |" if p99 is not None else " |"
-        lines.append(row)
+            cells += [
+                f"{section.median(contender.key, m):.1f} ms" for m in ("p50", "p99")
+            ]
+        label = f"**{contender.label}**" if contender.ours else contender.label
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines += ["", "| ratio | value | target |", "| --- | ---: | --- |"]
     for ratio in section.ratios:
         value = section.ratio(ratio)
-        target = (
-            f"{ratio.sign} {ratio.target:g}: {verdict(ratio, value)}"
-            if ratio.target is not None
-            else ratio.note
-        )
+        target = ratio.note
+        if ratio.target is not None:
+            target = f"≤ {ratio.target:g}: {verdict(ratio.met(value))}"
         lines.append(f"| {ratio_name(section, ratio)} | {value:.2f} | {target} |")
-    return [*lines, ""]
+    lines.append("")
+    return [*lines, section.note, ""] if section.note else lines
 
 
 def memory_markdown(number: int, results: Sequence[MemoryResult]) -> list[str]:
-    rows = results[0].rows if results else 0
     lines = [
         f"## {number}. Memory",
         "",
-        f"{rows:,} rows of `(int, md5 text)` streamed with `async for` through a "
-        "server-side cursor (psycopg's default `itersize`, 100 rows per fetch), "
-        "in a fresh process; peak RSS is Linux's `VmHWM` (it includes the "
+        f"{results[0].rows:,} rows of `(int, md5 text)` streamed with `async for` "
+        "through a server-side cursor (psycopg's default `itersize`, 100 rows per "
+        "fetch), in a fresh process; peak RSS is Linux's `VmHWM` (it includes the "
         f"interpreter, Django and psycopg). Limit: {LIMIT_MB:g} MB.",
         "",
         "| | peak RSS | peak RSS before streaming | rows/s |",
         "| --- | ---: | ---: | ---: |",
     ]
     for result in results:
-        label = memory_label(result)
-        label = f"**{label}**" if result.mode == "ours" else label
+        label = f"**{result.label}**" if result.mode == "ours" else result.label
         lines.append(
             f"| {label} | {result.peak_mb:.1f} MB | {result.baseline_mb:.1f} MB "
             f"| {result.rate:,.0f} |"
@@ -298,8 +210,6 @@ def markdown(run: Run) -> str:
     ]
     for number, section in enumerate(run.sections, 1):
         lines += section_markdown(number, section)
-        if section.key in NOTES:
-            lines += [NOTES[section.key], ""]
     if run.memory:
         lines += memory_markdown(len(run.sections) + 1, run.memory)
     lines += [
@@ -309,9 +219,9 @@ def markdown(run: Run) -> str:
         "python3 dev.py bench           # all of the above; rewrites this page",
         "python3 dev.py bench --quick   # a short run that only prints (CI runs it)",
         "python3 dev.py bench --only sequential,transactions --no-write",
-        "# client CPU per operation, backend vs raw psycopg, and a profile:",
+        "# where one contender's time goes (cProfile); without `ours`, the list:",
         "DATABASE_URL=postgresql://... .venv/bin/python -m benchmarks.profile \\",
-        "    pool --pyinstrument",
+        "    concurrency ours",
         "```",
         "",
         "The code is in `benchmarks/`; the ASGI benchmark's Django project is "
@@ -330,9 +240,8 @@ def chart(run: Run, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     panels = len(run.sections) + bool(run.memory) + 1
-    columns = 2
-    rows = (panels + columns - 1) // columns
-    figure, axes = plt.subplots(rows, columns, figsize=(14, 3.8 * rows), squeeze=False)
+    rows = (panels + 1) // 2
+    figure, axes = plt.subplots(rows, 2, figsize=(14, 3.8 * rows), squeeze=False)
     flat = [ax for row in axes for ax in row]
     for ax, section in zip(flat, run.sections, strict=False):
         section_panel(ax, section)
@@ -353,18 +262,17 @@ def chart(run: Run, path: Path) -> None:
     plt.close(figure)
 
 
-def section_panel(ax: Axes, section: SectionResult) -> None:
+def section_panel(ax: Axes, section: Section) -> None:
     contenders = section.contenders[::-1]  # barh draws bottom-up
-    labels = [c.label for c in contenders]
     values = [section.median(c.key) for c in contenders]
-    lows = [min(section.rates(c.key)) for c in contenders]
-    highs = [max(section.rates(c.key)) for c in contenders]
-    colors = [OURS if c.ours else OTHERS for c in contenders]
+    lows = [min(section.values(c.key)) for c in contenders]
+    highs = [max(section.values(c.key)) for c in contenders]
     errors = [
         [v - lo for v, lo in zip(values, lows, strict=True)],
         [hi - v for v, hi in zip(values, highs, strict=True)],
     ]
-    ax.barh(labels, values, color=colors, xerr=errors, capsize=3)
+    colors = [OURS if c.ours else OTHERS for c in contenders]
+    ax.barh([c.label for c in contenders], values, color=colors, xerr=errors, capsize=3)
     for y, (value, high) in enumerate(zip(values, highs, strict=True)):
         ax.text(high, y, f"  {value:,.0f}", va="center", fontsize=8)
     ax.set_title(f"{section.title} ({section.unit}, higher is better)", fontsize=10)
@@ -378,20 +286,15 @@ def section_panel(ax: Axes, section: SectionResult) -> None:
 
 def targets_panel(ax: Axes, run: Run) -> None:
     """Each target's measured ratio as a share of the target (1 = just met)."""
-    rows = [
-        (target_name(ratio), section.ratio(ratio), ratio)
-        for section in run.sections
-        for ratio in section.ratios
-        if ratio.target is not None
-    ][::-1]
+    rows = targets(run)[::-1]
     if not rows:
         ax.axis("off")
         return
-    shares = [ratio.share(value) for _, value, ratio in rows]
-    colors = [MET if share >= 1 else MISSED for share in shares]
-    ax.barh([name for name, _, _ in rows], shares, color=colors)
-    for y, (share, (_, value, ratio)) in enumerate(zip(shares, rows, strict=True)):
-        label = f"  {value:.2f} (target {ratio.sign} {ratio.target:g})"
+    shares = [ratio.share(value) for _, ratio, value in rows]
+    names = [f"{ratio.note}, {MEASURES[ratio.measure]}" for _, ratio, _ in rows]
+    ax.barh(names, shares, color=[MET if share >= 1 else MISSED for share in shares])
+    for y, (share, (_, ratio, value)) in enumerate(zip(shares, rows, strict=True)):
+        label = f"  {value:.2f} (target ≤ {ratio.target:g})"
         ax.text(share, y, label, va="center", fontsize=8)
     ax.axvline(1.0, color="black", linewidth=1)
     ax.set_title("Targets: how far each is from its target (≥ 1 is met)", fontsize=10)
@@ -400,17 +303,17 @@ def targets_panel(ax: Axes, run: Run) -> None:
 
 
 def memory_panel(ax: Axes, results: Sequence[MemoryResult]) -> None:
-    labels = [memory_label(r) for r in results][::-1]
-    peaks = [r.peak_mb for r in results][::-1]
-    colors = [OURS if r.mode == "ours" else OTHERS for r in results][::-1]
-    ax.barh(labels, peaks, color=colors)
+    results = results[::-1]
+    peaks = [r.peak_mb for r in results]
+    colors = [OURS if r.mode == "ours" else OTHERS for r in results]
+    ax.barh([r.label for r in results], peaks, color=colors)
     for y, value in enumerate(peaks):
         ax.text(value, y, f" {value:.1f} MB", va="center", fontsize=8)
     ax.axvline(LIMIT_MB, color=MISSED, linestyle="--", linewidth=1)
     ax.text(LIMIT_MB, -0.45, f" {LIMIT_MB:g} MB limit", color=MISSED, fontsize=8)
-    rows = results[0].rows if results else 0
     ax.set_title(
-        f"Memory: peak RSS streaming {rows:,} rows (MB, lower is better)", fontsize=10
+        f"Memory: peak RSS streaming {results[0].rows:,} rows (MB, lower is better)",
+        fontsize=10,
     )
     ax.set_xlim(0, LIMIT_MB * 1.25)
     ax.tick_params(labelsize=8)
@@ -418,5 +321,4 @@ def memory_panel(ax: Axes, results: Sequence[MemoryResult]) -> None:
 
 def write(run: Run) -> None:
     chart(run, CHART)
-    DOC.parent.mkdir(parents=True, exist_ok=True)
     DOC.write_text(markdown(run))

@@ -1,10 +1,10 @@
 """Time 200 trivial database tests: AsyncioTestCase vs AsyncioTransactionTestCase.
 
-Run: python3 dev.py bench-testcases   (or, with Django configured for the
-tests: PYTHONPATH=tests:. DJANGO_SETTINGS_MODULE=settings python -m
-benchmarks.testcases). Prints the time of each and their ratio; the
-rollback class should be several times faster, since the other flushes every
-table after each test.
+Run (in .venv, with Django configured for the tests): PYTHONPATH=.:tests
+DJANGO_SETTINGS_MODULE=settings python -m benchmarks.testcases. Prints the
+time of each and their ratio; the rollback class should be several times
+faster, since the other flushes every table after each test. (Not on the
+benchmarks page: README's Development section quotes it.)
 """
 
 from __future__ import annotations

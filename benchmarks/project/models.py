@@ -1,7 +1,7 @@
-"""The model of the ORM benchmark (section 6).
+"""The model of the ORM and bulk loading benchmarks (sections 5 and 6).
 
 It opts in to the native async ORM with ``AsyncModelMixin`` (and so gets an
-``AsyncManager``); on the ``stock`` alias the same calls fall back to Django's
+``AsyncManager``); on a stock alias the same calls fall back to Django's
 own async ORM, which runs each one in a thread through ``sync_to_async``.
 """
 
