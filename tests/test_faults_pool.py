@@ -107,6 +107,59 @@ class ExhaustedPoolTests(PoolFaultTestCase):
                 self.assertEqual(await waiter, await holder)
             self.assertTrue(await pool_is_whole(ALIAS))
 
+    async def waiting_request(self) -> asyncio.Task[int]:
+        """A request waiting for the pool's one connection (held elsewhere)."""
+        waiter = asyncio.create_task(pid_of(ALIAS))
+        pool = await loop_state().pools[ALIAS]
+        self.assertTrue(
+            await poll(lambda: pool.get_stats().get("requests_waiting", 0) == 1)
+        )
+        return waiter
+
+    async def test_a_cancelled_waiting_request_leaves_the_pool_whole(self) -> None:
+        holding, give_back = asyncio.Event(), asyncio.Event()
+        with fault_alias(
+            ALIAS, self.app, pool={"min_size": 1, "max_size": 1, "timeout": 60}
+        ):
+            holder = asyncio.create_task(self.hold(holding, give_back))
+            await holding.wait()
+            waiter = await self.waiting_request()
+            waiter.cancel()
+            with self.assertRaises(asyncio.CancelledError):
+                await waiter
+            give_back.set()
+            pid = await holder
+            self.assertTrue(await pool_is_whole(ALIAS))
+            self.assertEqual(await asyncio.create_task(pid_of(ALIAS)), pid)
+
+    async def test_a_request_cancelled_as_it_is_handed_the_connection(self) -> None:
+        # The holder gives the connection back, which hands it to the waiting
+        # request, and cancels that request in the same step, before it ran
+        # again: the connection must go back to the pool, not be lost.
+        holding, give_back = asyncio.Event(), asyncio.Event()
+        waiter: asyncio.Task[int] | None = None
+
+        async def hand_over_and_cancel() -> int:
+            pid = await self.hold(holding, give_back)
+            assert waiter is not None
+            self.assertFalse(waiter.done())
+            waiter.cancel()
+            return pid
+
+        with fault_alias(
+            ALIAS, self.app, pool={"min_size": 1, "max_size": 1, "timeout": 60}
+        ):
+            holder = asyncio.create_task(hand_over_and_cancel())
+            await holding.wait()
+            waiter = await self.waiting_request()
+            give_back.set()
+            pid = await holder
+            with self.assertRaises(asyncio.CancelledError):
+                await waiter
+            self.assertTrue(await pool_is_whole(ALIAS))
+            async with asyncio.timeout(30):  # far below the pool's 60 s
+                self.assertEqual(await asyncio.create_task(pid_of(ALIAS)), pid)
+
 
 class CancellationStormTests(PoolFaultTestCase):
     async def job(self, kind: int, name: str) -> str:

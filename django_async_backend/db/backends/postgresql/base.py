@@ -31,7 +31,11 @@ from django_async_backend.db.backends.postgresql.guard import (
 )
 from django_async_backend.db.backends.postgresql.listen import Notifications
 from django_async_backend.db.backends.postgresql.pipeline import Pipeline
-from django_async_backend.db.backends.postgresql.pool import PooledMixin, get_pool
+from django_async_backend.db.backends.postgresql.pool import (
+    PooledMixin,
+    checkout,
+    get_pool,
+)
 from django_async_backend.db.backends.postgresql.session import configure_session
 from django_async_backend.db.backends.utils import reraise, task_bound
 from django_async_backend.utils.bridge import await_, in_bridge
@@ -163,12 +167,11 @@ class AsyncDatabaseWrapper(PooledMixin, BaseAsyncDatabaseWrapper):
         level = self._isolation_level_option()
         self.isolation_level = level or IsolationLevel.READ_COMMITTED
         self._pool = None
-        # Shielded: a cancellation must not leave a half-open session behind.
         if self.settings_dict["OPTIONS"].get("pool"):
             while True:
                 pool = await get_pool(self)  # ImproperlyConfigured, no psycopg_pool
                 try:
-                    connection = await open_shielded(pool.getconn(), pool.putconn)
+                    connection = await checkout(pool)
                 except pool.Closed:
                     if pool.retired:
                         # close_pool() retired it while the checkout waited:
@@ -179,6 +182,7 @@ class AsyncDatabaseWrapper(PooledMixin, BaseAsyncDatabaseWrapper):
             pool.holders.add(self)
             self._pool = pool
         else:
+            # Shielded: a cancellation must not leave a half-open session behind.
             connection = await open_shielded(
                 psycopg.AsyncConnection.connect(**conn_params), _close
             )

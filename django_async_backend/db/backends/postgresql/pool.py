@@ -56,6 +56,27 @@ async def get_pool(db: AsyncDatabaseWrapper) -> Any:
         raise
 
 
+async def checkout(pool: Any) -> Any:
+    """``pool.getconn()``, safe to cancel: a cancelled checkout loses no slot.
+
+    Awaited in the caller's task, without a shield (which would cost a task
+    whenever the checkout waits): psycopg_pool's async getconn() is itself
+    safe to cancel (a waiting client cancelled once a connection was handed
+    to it gives the connection back), and the connection is the caller's the
+    moment it returns.
+    """
+    task = asyncio.current_task()
+    requested = task.cancelling() if task is not None else 0
+    connection = await pool.getconn()
+    if task is not None and task.cancelling() > requested:
+        # Python 3.11's asyncio.wait_for, which getconn() waits with, swallows
+        # a cancellation that lands as the connection is handed over (CPython
+        # gh-86296): deliver it, the connection back in the pool first.
+        await shielded(pool.putconn(connection))
+        raise asyncio.CancelledError
+    return connection
+
+
 async def _open_pool(db: AsyncDatabaseWrapper) -> Any:
     if db.settings_dict.get("CONN_MAX_AGE", 0) != 0:
         raise ImproperlyConfigured("Pooling doesn't support persistent connections.")
