@@ -14,6 +14,7 @@ import subprocess
 import sys
 import unittest
 import uuid
+import warnings
 from datetime import date
 from typing import Any
 
@@ -22,10 +23,12 @@ from asgiref.sync import sync_to_async
 from django.core.exceptions import SynchronousOnlyOperation
 from django.db import IntegrityError, OperationalError, connections, transaction
 from django.db.models.signals import post_save
+from django.dispatch import Signal
 
 import support
 from aliases import temporary_alias
 from django_async_backend.db import async_connections
+from django_async_backend.db.models import signals as model_signals
 from django_async_backend.db.transaction import async_atomic
 from django_async_backend.test import AsyncioTestCase, AsyncioTransactionTestCase
 from django_async_backend.utils.bridge import await_, run_native
@@ -355,6 +358,36 @@ class SignalTests(AsyncioTestCase):
         self.addCleanup(post_save.disconnect, receiver, sender=Author)
         await Author.objects.acreate(name="Ann")
         self.assertEqual(await scalar("SELECT name FROM testapp_tag"), "for-Ann")
+
+
+class SignalSendOutsideTheBridgeTests(unittest.TestCase):
+    """Outside the bridge, ``Signal.send``/``send_robust`` are Django's own:
+    no frame of the package between a sender and its receivers, so that a
+    receiver's ``warnings.warn(stacklevel=...)`` points where Django says
+    (``override_settings`` of a complex setting names the test's line)."""
+
+    def setUp(self) -> None:
+        model_signals.install()  # the bridge hooks (once per process)
+
+    def assert_warning_points_at_the_caller(self, method: str) -> None:
+        signal = Signal()
+
+        def receiver(**kwargs: Any) -> None:
+            # 1: here, 2: the signal's send method, 3: the line calling it.
+            warnings.warn("from the receiver", UserWarning, stacklevel=3)
+
+        signal.connect(receiver, weak=False)
+        send = getattr(signal, method)
+        with self.assertWarns(UserWarning) as caught:
+            line = sys._getframe().f_lineno + 1
+            send(sender=None)
+        self.assertEqual((caught.filename, caught.lineno), (__file__, line))
+
+    def test_send(self) -> None:
+        self.assert_warning_points_at_the_caller("send")
+
+    def test_send_robust(self) -> None:
+        self.assert_warning_points_at_the_caller("send_robust")
 
 
 class LoudFailureTests(AsyncioTestCase):

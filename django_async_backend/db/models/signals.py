@@ -7,7 +7,9 @@ project uses the bridge), ``Signal.send()`` and ``Signal.send_robust()`` are
 bridge-aware: inside the bridge they call the sync receivers inline and then
 await the async ones one after the other in the same task (so in the same
 transaction), the semantics of ``Signal.asend()`` without its thread for sync
-receivers. Outside the bridge they are Django's own, called at once.
+receivers. Outside the bridge they are Django's own methods themselves, with
+no frame of the package between a sender and its receivers (a receiver's
+``warnings.warn(stacklevel=...)`` points where Django says).
 """
 
 from __future__ import annotations
@@ -25,9 +27,25 @@ __all__ = ["install"]
 _originals: dict[str, Callable[..., Any]] = {}
 
 
+class _BridgeAware:
+    """A ``Signal`` method: Django's own, or inside the bridge, the bridge's.
+
+    A descriptor rather than a wrapper function: the choice is made when the
+    method is looked up (``signal.send``, right before the call), so that
+    outside the bridge the call is Django's function itself.
+    """
+
+    __slots__ = ("bridge", "django")
+
+    def __init__(self, django: Callable[..., Any], bridge: Callable[..., Any]) -> None:
+        self.django, self.bridge = django, bridge
+
+    def __get__(self, instance: Any, owner: type | None = None) -> Any:
+        method = self.bridge if in_bridge() else self.django
+        return method.__get__(instance, owner)
+
+
 def _send(self: Signal, sender: Any, **named: Any) -> list[tuple[Any, Any]]:
-    if not in_bridge():
-        return _originals["send"](self, sender, **named)  # type: ignore[no-any-return]
     if compat.has_no_receivers(self, sender):
         return []
     sync_receivers, async_receivers = compat.live_receivers(self, sender)
@@ -41,8 +59,6 @@ def _send(self: Signal, sender: Any, **named: Any) -> list[tuple[Any, Any]]:
 
 
 def _send_robust(self: Signal, sender: Any, **named: Any) -> list[tuple[Any, Any]]:
-    if not in_bridge():
-        return _originals["send_robust"](self, sender, **named)  # type: ignore[no-any-return]
     if compat.has_no_receivers(self, sender):
         return []
     sync_receivers, async_receivers = compat.live_receivers(self, sender)
@@ -71,5 +87,5 @@ def install() -> None:
         return
     _originals["send"] = Signal.send
     _originals["send_robust"] = Signal.send_robust
-    Signal.send = _send  # type: ignore[method-assign]
-    Signal.send_robust = _send_robust  # type: ignore[method-assign]
+    Signal.send = _BridgeAware(Signal.send, _send)  # type: ignore[method-assign,assignment]
+    Signal.send_robust = _BridgeAware(Signal.send_robust, _send_robust)  # type: ignore[method-assign,assignment]
