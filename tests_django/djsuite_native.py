@@ -18,10 +18,10 @@ path). ``TestCase`` otherwise keeps ``setUpTestData`` rows and each test's
 writes in an open transaction on the *sync* connection, which the async
 connection, another session, cannot see. In this mode the rows are
 committed, ``setUpTestData`` runs before each test, and the tables are
-flushed after it, as for ``TransactionTestCase`` (with ``TRUNCATE ...
-CASCADE``, which tables of swapped-out models need). Classes without async
-tests keep Django's transactions (flushing after each of their tests would
-only slow the run down).
+flushed after it, as for ``TransactionTestCase`` (``djsuite_flush``: the
+same state as Django's ``flush``, at the cost of what the test wrote).
+Classes without async tests keep Django's transactions (flushing after each
+of their tests would only slow the run down).
 
 ``runtests.py`` sets ``INSTALLED_APPS`` itself, ignoring the settings
 module's; the runner (``TEST_RUNNER``, built after ``runtests.py`` installed
@@ -37,6 +37,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from djsuite_flush import flush
 from djsuite_runner import RecordingRunner
 
 # The apps with Django's async ORM tests (issue 8), whether or not this Django
@@ -89,7 +90,6 @@ def has_async_tests(cls: type) -> bool:
 def without_transactions() -> None:
     """Make Django's TestCase classes with async tests run as on a database
     without transactions; the other classes are left alone."""
-    from django.core.management import call_command
     from django.test import TestCase
 
     original = TestCase.__dict__["_databases_support_transactions"].__func__
@@ -103,18 +103,10 @@ def without_transactions() -> None:
         if not has_async_tests(type(self)):
             original_teardown(self)
             return
-        # TransactionTestCase's flush, with TRUNCATE ... CASCADE: with a
-        # swapped AUTH_USER_MODEL (auth_tests), auth_user_user_permissions is
-        # left out of the flush but references auth_permission.
+        # TransactionTestCase's flush, at the cost of what the test wrote
+        # (djsuite_flush).
         for alias in self._databases_names(include_mirrors=False):  # type: ignore[attr-defined]
-            call_command(
-                "flush",
-                verbosity=0,
-                interactive=False,
-                database=alias,
-                reset_sequences=False,
-                allow_cascade=True,
-            )
+            flush(alias)
 
     # Private methods of Django's TestCase (not in the stubs).
     setattr(  # noqa: B010

@@ -3,7 +3,7 @@
 
     python tests_django/run.py [APP_OR_LABEL ...] [--ci] [--parallel N]
                                [--output DIR] [--no-rerun] [--fetch-only]
-                               [--native-orm]
+                               [--native-orm [--full]]
 
 Run it with the Python whose installed Django (and this package) is to be
 tested. It fetches that Django version's source distribution from PyPI
@@ -17,7 +17,7 @@ No label runs the whole suite; ``--ci`` runs the CI subset (``CI_APPS``).
 ``--native-orm`` runs the apps with Django's async ORM tests (or the labels)
 with native async ORM execution switched on (``settings_native``) vs the
 stock ENGINE, both with TestCase run without transactions (see
-``djsuite_native.py``).
+``djsuite_native.py``); ``--native-orm --full`` runs the whole suite so.
 Tests whose outcome differs are re-run once, alone, on both ENGINEs: a
 difference that does not reproduce is reported as flaky, not as a difference.
 Writes ``comparison.md`` and ``comparison.json`` (plus each run's log and
@@ -637,6 +637,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="the async ORM apps (or the labels), native execution on",
     )
+    parser.add_argument(
+        "--full", action="store_true", help="with --native-orm: the whole suite"
+    )
     args = parser.parse_args(argv)
     version = django_version()
     tests_dir = fetch_tests(version)
@@ -649,8 +652,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from djsuite_native import native_orm_apps
 
         SETTINGS.update(NATIVE_SETTINGS)
-        labels = labels or native_orm_apps(tests_dir)
-        scope = "native-orm" if not args.labels else "native-orm-some"
+        if args.full:
+            scope = "native-orm-full"
+        else:
+            labels = labels or native_orm_apps(tests_dir)
+            scope = "native-orm" if not args.labels else "native-orm-some"
     out: Path = args.output or RESULTS / f"django-{version}-{scope}"
     out.mkdir(parents=True, exist_ok=True)
     what = " ".join(labels) if labels else "the whole suite"
