@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import unittest
 from typing import Any
@@ -62,6 +63,12 @@ class PoolFaultTestCase(FaultRows, unittest.IsolatedAsyncioTestCase):
 
 
 class ExhaustedPoolTests(PoolFaultTestCase):
+    def one_slot_pool(self, timeout: float) -> contextlib.AbstractContextManager[Any]:
+        """The alias on a pool of one connection, checkouts waiting ``timeout``."""
+        return fault_alias(
+            ALIAS, self.app, pool={"min_size": 1, "max_size": 1, "timeout": timeout}
+        )
+
     async def hold(self, holding: asyncio.Event, give_back: asyncio.Event) -> int:
         async with async_connections[ALIAS].hold():
             pid = await backend_pid(async_connections[ALIAS])
@@ -69,11 +76,18 @@ class ExhaustedPoolTests(PoolFaultTestCase):
             await give_back.wait()
         return pid  # the connection goes back to the pool
 
+    async def waiting_request(self) -> asyncio.Task[int]:
+        """A request waiting for the pool's one connection (held elsewhere)."""
+        waiter = asyncio.create_task(pid_of(ALIAS))
+        pool = await loop_state().pools[ALIAS]
+        self.assertTrue(
+            await poll(lambda: pool.get_stats().get("requests_waiting", 0) == 1)
+        )
+        return waiter
+
     async def test_timeout_is_a_clear_operational_error(self) -> None:
         holding, give_back = asyncio.Event(), asyncio.Event()
-        with fault_alias(
-            ALIAS, self.app, pool={"min_size": 1, "max_size": 1, "timeout": 0.3}
-        ):
+        with self.one_slot_pool(timeout=0.3):
             holder = asyncio.create_task(self.hold(holding, give_back))
             await holding.wait()
             async with asyncio.timeout(30):  # a guard against a hang
@@ -91,36 +105,19 @@ class ExhaustedPoolTests(PoolFaultTestCase):
 
     async def test_waiting_request_gets_the_returned_connection(self) -> None:
         holding, give_back = asyncio.Event(), asyncio.Event()
-        with fault_alias(
-            ALIAS, self.app, pool={"min_size": 1, "max_size": 1, "timeout": 60}
-        ):
+        with self.one_slot_pool(timeout=60):
             holder = asyncio.create_task(self.hold(holding, give_back))
             await holding.wait()
-            waiter = asyncio.create_task(pid_of(ALIAS))
-            pool = await loop_state().pools[ALIAS]
-            self.assertTrue(
-                await poll(lambda: pool.get_stats().get("requests_waiting", 0) == 1)
-            )
+            waiter = await self.waiting_request()
             self.assertFalse(waiter.done())
             give_back.set()
             async with asyncio.timeout(30):  # far below the pool's 60 s
                 self.assertEqual(await waiter, await holder)
             self.assertTrue(await pool_is_whole(ALIAS))
 
-    async def waiting_request(self) -> asyncio.Task[int]:
-        """A request waiting for the pool's one connection (held elsewhere)."""
-        waiter = asyncio.create_task(pid_of(ALIAS))
-        pool = await loop_state().pools[ALIAS]
-        self.assertTrue(
-            await poll(lambda: pool.get_stats().get("requests_waiting", 0) == 1)
-        )
-        return waiter
-
     async def test_a_cancelled_waiting_request_leaves_the_pool_whole(self) -> None:
         holding, give_back = asyncio.Event(), asyncio.Event()
-        with fault_alias(
-            ALIAS, self.app, pool={"min_size": 1, "max_size": 1, "timeout": 60}
-        ):
+        with self.one_slot_pool(timeout=60):
             holder = asyncio.create_task(self.hold(holding, give_back))
             await holding.wait()
             waiter = await self.waiting_request()
@@ -146,9 +143,7 @@ class ExhaustedPoolTests(PoolFaultTestCase):
             waiter.cancel()
             return pid
 
-        with fault_alias(
-            ALIAS, self.app, pool={"min_size": 1, "max_size": 1, "timeout": 60}
-        ):
+        with self.one_slot_pool(timeout=60):
             holder = asyncio.create_task(hand_over_and_cancel())
             await holding.wait()
             waiter = await self.waiting_request()
