@@ -208,6 +208,71 @@ class PooledScenarios(LifecycleScenarios):
             done.set()
             self.assertIsInstance(await task, int)
 
+    def one_slot(self) -> Any:
+        """A pool of one connection, checkouts waiting at most 5 s."""
+        options = {"min_size": 1, "max_size": 1, "timeout": 5}
+        return temporary_alias(
+            f"{self.alias}_one", OPTIONS={"application_name": self.app, "pool": options}
+        )
+
+    async def busy_owner_and_waiter(self, between: Any) -> list[str]:
+        """The owner runs a query, and ``between()`` after it, while another
+        task waits for the pool's only connection; then two more queries.
+
+        Return the order in which the queries ran.
+        """
+        alias = f"{self.alias}_one"
+        order: list[str] = []
+        started = asyncio.Event()
+
+        async def owner() -> None:
+            connection = async_connections[alias]
+            async with connection.cursor() as cursor:
+                await cursor.execute("SELECT 1")
+                started.set()
+                # In use (a cursor open) until the other task waits.
+                await poll(lambda: self.waiting_clients(alias) == 1)
+            order.append("owner")
+            await between()
+            for _ in range(2):
+                await self.query(alias)
+                order.append("owner")
+
+        async def other() -> None:
+            await started.wait()
+            await self.query(alias)
+            order.append("other")
+
+        await asyncio.gather(owner(), other())
+        return order
+
+    async def test_back_to_back_queries_keep_the_connection_while_another_waits(
+        self,
+    ) -> None:
+        # A task running queries one after another (a view running ORM
+        # queries) does not give its connection back between them, even
+        # while another task waits: it is using it. It goes back when the
+        # task ends.
+        async def nothing() -> None:
+            pass
+
+        with self.one_slot():
+            order = await self.busy_owner_and_waiter(nothing)
+        self.assertEqual(order, ["owner", "owner", "owner", "other"])
+
+    async def test_a_task_waiting_for_something_else_gives_the_connection_back(
+        self,
+    ) -> None:
+        # The same task, awaiting something other than the database between
+        # two queries while another task waits: the connection goes to the
+        # other task for that time.
+        async def wait_elsewhere() -> None:
+            await asyncio.sleep(0)
+
+        with self.one_slot():
+            order = await self.busy_owner_and_waiter(wait_elsewhere)
+        self.assertEqual(order, ["owner", "other", "owner", "owner"])
+
     async def test_a_connection_stays_with_its_task_while_nobody_waits(
         self,
     ) -> None:

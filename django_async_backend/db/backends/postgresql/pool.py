@@ -221,6 +221,8 @@ class PooledMixin:
     _pool: Any
     _control_cursor: Any
     _tz_checked: Any
+    # A give-back check is due at the loop's next turn (see became_unused).
+    _give_back_pending = False
 
     if TYPE_CHECKING:
 
@@ -237,13 +239,28 @@ class PooledMixin:
         return {} if options is True else dict(options)
 
     def became_unused(self) -> None:
-        """Give the connection back now if another task waits for one.
+        """Give the connection back if another task waits for one, once this
+        task waits for something else.
 
-        (Or if its pool was retired by close_pool(): it is then closed.)
+        (Or if its pool was retired by close_pool(): it is then closed.) The
+        check runs at the loop's next turn, which comes before this task
+        runs again if it suspends now: a task that goes straight on to its
+        next query (a view running ORM queries) keeps its connection, as it
+        is using it; one that waits for anything else gives it back for that
+        time. Either way the outcome depends only on what the task does.
         """
         pool = self._pool
-        if pool is not None and (pool.waiting or pool.retired):
-            self.give_back_if_unused()
+        if (
+            pool is not None
+            and (pool.waiting or pool.retired)
+            and not self._give_back_pending
+        ):
+            self._give_back_pending = True
+            asyncio.get_running_loop().call_soon(self._give_back_at_next_turn)
+
+    def _give_back_at_next_turn(self) -> None:
+        self._give_back_pending = False
+        self.give_back_if_unused()
 
     def give_back_if_unused(self) -> None:
         """Return the pooled connection if nothing uses it; next use checks out.
