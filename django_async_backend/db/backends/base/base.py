@@ -254,10 +254,10 @@ class BaseAsyncDatabaseWrapper(LifecycleMixin, TransactionMixin):
         try:
             connection = self.connection
             # The usual case, a healthy open connection, without further awaits.
-            if (
-                connection is None
-                or connection.closed
-                or (self.health_check_enabled and not self.health_check_done)
+            if connection is None:
+                await self._ensure_connection()
+            elif connection.closed or (
+                self.health_check_enabled and not self.health_check_done
             ):
                 await self.close_if_health_check_failed()
                 await self._ensure_connection()

@@ -33,15 +33,13 @@ from django_async_backend.db.backends.postgresql.listen import Notifications
 from django_async_backend.db.backends.postgresql.pipeline import Pipeline
 from django_async_backend.db.backends.postgresql.pool import (
     PooledMixin,
-    checkout,
     get_pool,
+    opened,
 )
 from django_async_backend.db.backends.postgresql.session import configure_session
 from django_async_backend.db.backends.utils import reraise, task_bound
 from django_async_backend.utils.bridge import await_, in_bridge
-from django_async_backend.utils.loops import (
-    open_shielded,
-)
+from django_async_backend.utils.loops import loop_state, open_shielded
 
 TIMESTAMPTZ_OID = psycopg.adapters.types["timestamptz"].oid
 
@@ -169,9 +167,11 @@ class AsyncDatabaseWrapper(PooledMixin, BaseAsyncDatabaseWrapper):
         self._pool = None
         if self.settings_dict["OPTIONS"].get("pool"):
             while True:
-                pool = await get_pool(self)  # ImproperlyConfigured, no psycopg_pool
+                pool = opened(loop_state().pools.get(self.alias))
+                if pool is None:  # ImproperlyConfigured, no psycopg_pool
+                    pool = await get_pool(self)
                 try:
-                    connection = await checkout(pool)
+                    connection = await pool.getconn()
                 except pool.Closed:
                     if pool.retired:
                         # close_pool() retired it while the checkout waited:

@@ -30,17 +30,29 @@ if TYPE_CHECKING:
     from django_async_backend.db.backends.postgresql.base import AsyncDatabaseWrapper
 
 
-async def get_pool(db: AsyncDatabaseWrapper) -> Any:
-    """Return the open pool of ``db.alias`` on the running loop."""
-    state = loop_state()
-    opening = state.pools.get(db.alias)
+def opened(opening: asyncio.Future[Any] | None) -> Any:
+    """The pool of an opening (a LoopState.pools entry) if open, else None."""
     if (
         opening is not None
         and opening.done()
         and not opening.cancelled()
         and opening.exception() is None
     ):
-        return opening.result()  # open: the usual case, without a shield
+        return opening.result()
+    return None
+
+
+async def get_pool(db: AsyncDatabaseWrapper) -> Any:
+    """Open the pool of ``db.alias`` on the running loop, or wait for it.
+
+    (The usual case, an open pool, is ``opened(loop_state().pools.get(alias))``,
+    with no await: see AsyncDatabaseWrapper.get_new_connection.)
+    """
+    state = loop_state()
+    opening = state.pools.get(db.alias)
+    pool = opened(opening)
+    if pool is not None:
+        return pool
     if opening is None:
         # Created once per loop; concurrent callers wait for the same opening,
         # and a caller being cancelled does not cancel it for the others.
@@ -54,27 +66,6 @@ async def get_pool(db: AsyncDatabaseWrapper) -> Any:
             # Let the next caller try again (the settings may be fixed).
             state.pools.pop(db.alias, None)
         raise
-
-
-async def checkout(pool: Any) -> Any:
-    """``pool.getconn()``, safe to cancel: a cancelled checkout loses no slot.
-
-    Awaited in the caller's task, without a shield (which would cost a task
-    whenever the checkout waits): psycopg_pool's async getconn() is itself
-    safe to cancel (a waiting client cancelled once a connection was handed
-    to it gives the connection back), and the connection is the caller's the
-    moment it returns.
-    """
-    task = asyncio.current_task()
-    requested = task.cancelling() if task is not None else 0
-    connection = await pool.getconn()
-    if task is not None and task.cancelling() > requested:
-        # Python 3.11's asyncio.wait_for, which getconn() waits with, swallows
-        # a cancellation that lands as the connection is handed over (CPython
-        # gh-86296): deliver it, the connection back in the pool first.
-        await shielded(pool.putconn(connection))
-        raise asyncio.CancelledError
-    return connection
 
 
 async def _open_pool(db: AsyncDatabaseWrapper) -> Any:
@@ -113,9 +104,9 @@ def _pool_class() -> Any:
     class Pool(AsyncConnectionPool):
         """The pool of one alias on one loop; it knows who holds what.
 
-        A task keeps its connection between uses, and gives it back as soon
-        as another task needs one while it is not using it (see
-        AsyncDatabaseWrapper.unused): checkouts do not pay for a new
+        A task keeps its connection between uses, and gives it back when
+        another task needs one while it is not using it and waits for
+        something else (see PooledMixin.became_unused): checkouts do not pay for a new
         checkout at every query, and idle tasks never starve the pool.
         """
 
@@ -133,6 +124,16 @@ def _pool_class() -> Any:
 
         # psycopg_pool's signature, which the pool's callers use.
         async def getconn(self, timeout: float | None = None) -> Any:  # noqa: ASYNC109
+            """psycopg_pool's getconn(), safe to cancel: no slot is ever lost.
+
+            Awaited in the caller's task, without a shield (which would cost
+            a task whenever the checkout waits): psycopg_pool's async
+            getconn() is itself safe to cancel (a waiting client cancelled
+            once a connection was handed to it gives the connection back),
+            and the connection is the caller's the moment it returns.
+            """
+            task = asyncio.current_task()
+            requested = task.cancelling() if task is not None else 0
             self.waiting += 1
             try:
                 if len(self.holders) >= self.max_size:
@@ -150,6 +151,13 @@ def _pool_class() -> Any:
                 ) from error
             finally:
                 self.waiting -= 1
+            if task is not None and task.cancelling() > requested:
+                # Python 3.11's asyncio.wait_for, which getconn() waits with,
+                # swallows a cancellation that lands as the connection is
+                # handed over (CPython gh-86296): deliver it, the connection
+                # back in the pool first.
+                await shielded(self.putconn(connection))
+                raise asyncio.CancelledError
             return connection
 
         def reclaim(self) -> None:
@@ -209,9 +217,9 @@ def _reset(role: str) -> Any:
 class PooledMixin:
     """The pooled side of the PostgreSQL async wrapper.
 
-    A task keeps its pooled connection between uses and gives it back as
-    soon as another task waits for one while it is not using it
-    (``became_unused``, ``give_back_if_unused``); ``pool`` and
+    A task keeps its pooled connection between uses and gives it back when
+    another task waits for one while it is not using it and waits for
+    something else (``became_unused``, ``give_back_if_unused``); ``pool`` and
     ``close_pool()`` are Django's API.
     """
 
@@ -288,10 +296,7 @@ class PooledMixin:
         """
         if self.pool_options is None:
             return None
-        opening = loop_state().pools.get(self.alias)
-        if opening is None or not opening.done() or opening.exception():
-            return None
-        return opening.result()
+        return opened(loop_state().pools.get(self.alias))
 
     @task_bound
     async def close_pool(self) -> None:
