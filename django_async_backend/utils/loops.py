@@ -261,6 +261,15 @@ def start_eagerly(coro: Coroutine[Any, Any, T]) -> tuple[bool, Any]:
         state.tasks.add(task)
         task.add_done_callback(state.tasks.discard)
         return False, task
+    return _step_in_caller(coro)
+
+
+def _step_in_caller(coro: Coroutine[Any, Any, T]) -> tuple[bool, Any]:
+    """start_eagerly() without a task: the first step runs as the caller.
+
+    For a coroutine that binds nothing to the current task (no
+    asyncio.timeout, no wait_for) before it first suspends.
+    """
     try:
         yielded = coro.send(None)
     except StopIteration as stop:
@@ -292,8 +301,13 @@ async def open_shielded(
 
 
 async def shielded(coro: Coroutine[Any, Any, T]) -> T:
-    """Await ``coro`` to the end even if the awaiting task is cancelled."""
-    done, rest = start_eagerly(coro)
+    """Await ``coro`` to the end even if the awaiting task is cancelled.
+
+    For giving connections back (a putconn, a rollback, a close): nothing
+    there binds to the current task, so the first step runs as the caller,
+    with no task even on Python 3.12+ (see start_eagerly), unless it waits.
+    """
+    done, rest = _step_in_caller(coro)
     if done:
         return rest  # type: ignore[no-any-return]
     return await asyncio.shield(rest)
