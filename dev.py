@@ -9,7 +9,9 @@
     python3 dev.py lint    (pre-commit run --all-files)
     python3 dev.py docs    (mkdocs build --strict into site/)
     python3 dev.py bench [--quick] [--rounds N] [--only NAME,...] [--no-write]
-                         [--embedded]   (python -m benchmarks in .venv)
+                         [--embedded] [--python 3.13]
+        (python -m benchmarks in .venv; --python 3.13: in .venv-py3.13, on
+        Django 6.1, writing docs/benchmarks-py3.13.md)
     python3 dev.py django-suite [--python X.Y] [--django X.Y] [--all] [--full]
                                 [--native-orm] [--embedded]
                                 [-- tests_django/run.py args]
@@ -153,11 +155,19 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
                 proc.wait(timeout=grace)
 
 
-def dev_venv(python: Path) -> Path:
-    """The python of .venv (the package editable, the dev group), via tox."""
-    if tox(python, ["-qq", "devenv", "-e", "dev", str(DEV_VENV)]) != 0:
-        raise SystemExit(f"dev.py: tox could not set up {DEV_VENV.name}/")
-    return DEV_VENV / "bin" / "python"
+def dev_venv(python: Path, version: str | None = None) -> Path:
+    """The python of .venv (the package editable, the dev group), via tox.
+
+    ``version`` "3.13": .venv-py3.13 instead (tox.ini's dev-py313-django61,
+    where `bench --python 3.13` runs).
+    """
+    env, venv_dir = "dev", DEV_VENV
+    if version is not None:
+        env = f"dev-py{version.replace('.', '')}-django61"
+        venv_dir = ROOT / f".venv-py{version}"
+    if tox(python, ["-qq", "devenv", "-e", env, str(venv_dir)]) != 0:
+        raise SystemExit(f"dev.py: tox could not set up {venv_dir.name}/")
+    return venv_dir / "bin" / "python"
 
 
 def test_cells() -> list[str]:
@@ -386,7 +396,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     """Run ``python -m benchmarks`` in .venv; it writes docs/benchmarks.md."""
     python = bootstrap()
     ensure_wrk()
-    bench_python = dev_venv(python)
+    bench_python = dev_venv(python, args.python)
     options = ["--quick"] if args.quick else []
     options += ["--rounds", str(args.rounds)] if args.rounds else []
     options += ["--only", args.only] if args.only else []
@@ -431,6 +441,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     bench.add_argument("--only", metavar="NAME,...", help="some benchmarks only")
     bench.add_argument("--no-write", action="store_true", help="do not write docs/")
     bench.add_argument("--embedded", action="store_true", help="use PostgreSQL 18")
+    bench.add_argument(
+        "--python",
+        choices=["3.13"],
+        help="on Python 3.13 and Django 6.1 (docs/benchmarks-py3.13.md)",
+    )
     bench.set_defaults(func=cmd_bench)
     suite = sub.add_parser(
         "django-suite", help="Django's own tests: this ENGINE vs the stock one"

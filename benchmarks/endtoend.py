@@ -37,6 +37,8 @@ LABELS = {
 # The gather scenario: three 5 ms queries per request, at these client counts
 # (one client: the latency of a request alone, the server never CPU-bound).
 GATHER_CLIENTS = (1, 10, 100)
+# An empty view at this many clients: what the handler alone costs and waits.
+FLOOR_CLIENTS = 10
 
 
 @dataclass(frozen=True)
@@ -277,6 +279,12 @@ async def section(url: str, config: Config) -> AsyncIterator[Section]:
                 for n in GATHER_CLIENTS
                 for side in ("backend", "stock")
             ),
+            # The floor of any view: no query at all.
+            Contender(
+                f"ping_{FLOOR_CLIENTS}",
+                f"an empty view (no query), {FLOOR_CLIENTS} clients",
+                lambda: load("/ping/", FLOOR_CLIENTS, min(requests, 2000)),
+            ),
         ],
         cpu_label="server CPU µs/request",
         ratios=[
@@ -293,6 +301,13 @@ async def section(url: str, config: Config) -> AsyncIterator[Section]:
                 "stock_gather_10",
                 0.45,
                 "gather, p50 at 10 clients vs stock",
+                "p50",
+            ),
+            Ratio(
+                f"ping_{FLOOR_CLIENTS}",
+                "stock_gather_10",
+                None,
+                "the floor: an empty view, p50 at 10 clients vs stock's gather",
                 "p50",
             ),
             Ratio("ours_gather_100", "stock_gather_100", measure="p50"),
@@ -316,7 +331,10 @@ async def section(url: str, config: Config) -> AsyncIterator[Section]:
             "per second times server CPU per request is about one core), so "
             "the 10 ms a request saves by running its three queries at once "
             "mostly waits behind other requests' handling; with one client it "
-            "shows whole."
+            "shows whole. The empty view (no query at all) is the floor of "
+            "that median: with every client's request in the one worker's "
+            "queue, a request waits for about ten others' handling (Little's "
+            "law: clients ÷ requests per second)."
         ),
     )
     try:

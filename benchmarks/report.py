@@ -1,9 +1,13 @@
-"""The page, ``docs/benchmarks.md``, and its chart, from a run's results."""
+"""The page, ``docs/benchmarks.md``, and its chart, from a run's results.
+
+(On another interpreter than 3.11: ``docs/benchmarks-py3.13.md``.)
+"""
 
 from __future__ import annotations
 
 import os
 import platform
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -17,8 +21,16 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
 ROOT = Path(__file__).resolve().parent.parent
-DOC = ROOT / "docs" / "benchmarks.md"
-CHART = ROOT / "docs" / "img" / "benchmarks.png"
+# The report of the default interpreter (.python-version's first, 3.11) is
+# docs/benchmarks.md; another's is docs/benchmarks-py3.13.md (dev.py bench
+# --python 3.13), each with its chart.
+DEFAULT_PYTHON = (3, 11)
+PYTHON = sys.version_info[:2]
+NAME = (
+    "benchmarks" if PYTHON == DEFAULT_PYTHON else "benchmarks-py{}.{}".format(*PYTHON)
+)
+DOC = ROOT / "docs" / f"{NAME}.md"
+CHART = ROOT / "docs" / "img" / f"{NAME}.png"
 OURS, OTHERS, MET, MISSED = "#1f6feb", "#9aa4ae", "#2da44e", "#cf222e"
 PACKAGES = ("django", "psycopg", "psycopg-pool", "asyncpg", "uvicorn", "asgiref")
 MEASURES = {"rate": "throughput", "cpu": "CPU/op", "p50": "p50 latency"}
@@ -201,7 +213,9 @@ def markdown(run: Run) -> str:
         f"* Software: {versions()}",
         f"* PostgreSQL: {run.server}",
         "",
-        "![Benchmark results](img/benchmarks.png)",
+        f"![Benchmark results](img/{NAME}.png)",
+        "",
+        other_pages(),
         "",
         "## Targets",
         "",
@@ -317,6 +331,20 @@ def memory_panel(ax: Axes, results: Sequence[MemoryResult]) -> None:
     )
     ax.set_xlim(0, LIMIT_MB * 1.25)
     ax.tick_params(labelsize=8)
+
+
+def other_pages() -> str:
+    """A pointer to the report of the other interpreter."""
+    if PYTHON == DEFAULT_PYTHON:
+        return (
+            "The same run on Python 3.13 and Django 6.1: "
+            "[benchmarks-py3.13.md](benchmarks-py3.13.md) (`python3 dev.py "
+            "bench --python 3.13`)."
+        )
+    return (
+        "The same benchmarks on Python {}.{}: [benchmarks.md](benchmarks.md) "
+        "(`python3 dev.py bench`).".format(*DEFAULT_PYTHON)
+    )
 
 
 def write(run: Run) -> None:
