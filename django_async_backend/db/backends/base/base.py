@@ -55,6 +55,46 @@ class BaseAsyncDatabaseWrapper(LifecycleMixin, TransactionMixin):
     features_class: Any = None
     queries_limit = 9000
 
+    # The state every wrapper has, in slots: a wrapper is made per task and
+    # alias (per independent_connection() block), and its hot attributes are
+    # read at every query. (More than 30 attributes in an instance __dict__
+    # lose CPython's shared-key layout, which makes each wrapper's creation
+    # and each attribute access slower.) A __dict__ remains, for Django's
+    # cached properties and the rest.
+    __slots__ = (
+        "connection",
+        "settings_dict",
+        "alias",
+        "queries_log",
+        "force_debug_cursor",
+        "owner",
+        # TransactionMixin's (init_transaction_state, reset_transaction_state)
+        "autocommit",
+        "savepoint_state",
+        "commit_on_exit",
+        "run_on_commit",
+        "run_commit_hooks_on_set_autocommit_on",
+        "rollback_exc",
+        "atomic_token",
+        "in_atomic_block",
+        "savepoint_ids",
+        "atomic_blocks",
+        "needs_rollback",
+        # LifecycleMixin's
+        "close_at",
+        "closed_in_transaction",
+        "errors_occurred",
+        "health_check_enabled",
+        "health_check_done",
+        "uses",
+        "execute_wrappers",
+        "_named_cursor_idx",
+        "named_cursors",
+        "cursors_to_close",
+        "features",
+        "ops",
+    )
+
     # Django's own pure helpers: the query log, time zone and error mapping.
     queries_logged = _django.queries_logged
     queries = _django.queries

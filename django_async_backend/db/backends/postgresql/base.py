@@ -88,6 +88,8 @@ class AsyncDatabaseOperations(DatabaseOperations):
 class AsyncDatabaseWrapper(PooledMixin, BaseAsyncDatabaseWrapper):
     """An async PostgreSQL connection on ``psycopg.AsyncConnection``."""
 
+    __slots__ = ("isolation_level", "_pool", "_control_cursor", "_tz_checked")
+
     vendor = "postgresql"
     display_name = "PostgreSQL"
     Database = psycopg
