@@ -114,5 +114,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     complete = only == list(SECTIONS)
     if args.write or (complete and not args.quick and not args.no_write):
         report.write(run)
-        print(f"\nwrote docs/{report.NAME}.md and its chart ({run.seconds / 60:.1f} min)")
+        minutes = run.seconds / 60
+        print(f"\nwrote docs/{report.NAME}.md and its chart ({minutes:.1f} min)")
     return 0

@@ -88,7 +88,7 @@ class AsyncDatabaseOperations(DatabaseOperations):
 class AsyncDatabaseWrapper(PooledMixin, BaseAsyncDatabaseWrapper):
     """An async PostgreSQL connection on ``psycopg.AsyncConnection``."""
 
-    __slots__ = ("isolation_level", "_pool", "_control_cursor", "_tz_checked")
+    __slots__ = ("_control_cursor", "_pool", "_tz_checked", "isolation_level")
 
     vendor = "postgresql"
     display_name = "PostgreSQL"
