@@ -254,8 +254,9 @@ class PooledMixin:
         check runs at the loop's next turn, which comes before this task
         runs again if it suspends now: a task that goes straight on to its
         next query (a view running ORM queries) keeps its connection, as it
-        is using it; one that waits for anything else gives it back for that
-        time. Either way the outcome depends only on what the task does.
+        is using it; one that waits for anything not ready gives it back for
+        that time. (Which session serves the next query is no guarantee
+        outside a transaction or hold(); who may drive it is not affected.)
         """
         pool = self._pool
         if (
