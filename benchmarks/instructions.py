@@ -88,6 +88,9 @@ async def scenario(name: str) -> tuple[Op, Callable[[], Awaitable[None]]]:
         async with ours.cursor() as c:
             await query(c)
 
+    ours_cursor = await ours.cursor()
+    raw_reused = raw.cursor()
+
     async def cursor_raw() -> None:
         async with raw.cursor() as c:
             await query(c)
@@ -129,6 +132,8 @@ async def scenario(name: str) -> tuple[Op, Callable[[], Awaitable[None]]]:
         "checkout_raw": checkout_raw,
         "cursor": cursor,
         "cursor_raw": cursor_raw,
+        "reused": lambda: query(ours_cursor),
+        "reused_raw": lambda: query(raw_reused),
         "transaction": lambda: backend_transactions(ours, 1),
         "transaction_raw": lambda: psycopg_transactions(raw, 1),
         "contended": contended(one_checkout, False),
@@ -141,6 +146,7 @@ async def scenario(name: str) -> tuple[Op, Callable[[], Awaitable[None]]]:
     # against their sync twins (SYNC, run with no event loop).
     from benchmarks.orm import OURS, ROWS
     from benchmarks.project.models import Item
+    from django_async_backend.db.models import run_sync
 
     items = Item.objects.using(OURS)
     count = iter(range(10**9))
@@ -151,14 +157,22 @@ async def scenario(name: str) -> tuple[Op, Callable[[], Awaitable[None]]]:
     async def acreate() -> None:
         await items.acreate(value=1, name="created")
 
-    async def roundtrip() -> None:
-        await query(raw_cursor)
+    def get(i: int) -> None:  # existing sync code, on the same queryset
+        items.get(pk=i % ROWS + 1)
 
-    raw_cursor = raw.cursor()
-    ops |= {"aget": aget, "acreate": acreate, "roundtrip_async": roundtrip}
+    async def run_sync_get() -> None:
+        await run_sync(get, next(count))
+
+    ops |= {
+        "aget": aget,
+        "run_sync": run_sync_get,
+        "acreate": acreate,
+        "roundtrip_async": lambda: query(raw_reused),
+    }
 
     async def clean_up() -> None:
-        await raw_cursor.close()
+        await ours_cursor.close()
+        await raw_reused.close()
         await pool.putconn(raw)
         await pool.close()
 
@@ -201,6 +215,8 @@ SCENARIOS = (
     "checkout_raw",
     "cursor",
     "cursor_raw",
+    "reused",
+    "reused_raw",
     "transaction",
     "transaction_raw",
     "contended",
@@ -209,6 +225,7 @@ SCENARIOS = (
     "requests_raw",
     "aget",
     "get_sync",
+    "run_sync",
     "acreate",
     "create_sync",
     "roundtrip_async",
@@ -220,6 +237,7 @@ SYNC = ("get_sync", "create_sync", "roundtrip_sync")
 AGAINST = {
     **{name: f"{name}_raw" for name in SCENARIOS if f"{name}_raw" in SCENARIOS},
     "aget": "get_sync",
+    "run_sync": "aget",
     "acreate": "create_sync",
     "roundtrip_async": "roundtrip_sync",
 }

@@ -233,9 +233,13 @@ def markdown(run: Run) -> str:
         "python3 dev.py bench           # all of the above; rewrites this page",
         "python3 dev.py bench --quick   # a short run that only prints (CI runs it)",
         "python3 dev.py bench --only sequential,transactions --no-write",
+        "python3 dev.py bench --python 3.13   # the same on Python 3.13, Django 6.1",
         "# where one contender's time goes (cProfile); without `ours`, the list:",
         "DATABASE_URL=postgresql://... .venv/bin/python -m benchmarks.profile \\",
         "    concurrency ours",
+        "# instructions per operation under callgrind (steady where CPU time",
+        "# is not), this backend against its limits, the pieces of a checkout:",
+        "DATABASE_URL=postgresql://... .venv/bin/python -m benchmarks.instructions",
         "```",
         "",
         "The code is in `benchmarks/`; the ASGI benchmark's Django project is "
