@@ -10,8 +10,10 @@
     python3 dev.py docs    (mkdocs build --strict into site/)
     python3 dev.py bench [--quick] [--rounds N] [--only NAME,...] [--no-write]
                          [--embedded] [--python 3.13]
+                         [--instructions [SCENARIO ...]]
         (python -m benchmarks in .venv; --python 3.13: in .venv-py3.13, on
-        Django 6.1, writing docs/benchmarks-py3.13.md)
+        Django 6.1, writing docs/benchmarks-py3.13.md; --instructions:
+        python -m benchmarks.instructions, under valgrind's callgrind)
     python3 dev.py django-suite [--python X.Y] [--django X.Y] [--all] [--full]
                                 [--native-orm] [--embedded]
                                 [-- tests_django/run.py args]
@@ -379,32 +381,43 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return run([str(demo_python), "-m", "example.demo", *forwarded(args.rest)], env)
 
 
-def ensure_wrk() -> None:
-    """Install wrk (the ASGI benchmark's load generator) when root on Debian."""
-    if shutil.which("wrk") or os.geteuid() != 0 or not shutil.which("apt-get"):
+def ensure_package(binary: str, otherwise: str) -> None:
+    """Install Debian's ``binary`` package when missing, if root on Debian."""
+    if shutil.which(binary) or os.geteuid() != 0 or not shutil.which("apt-get"):
         return
-    say("wrk not found: apt-get install -y wrk")
+    say(f"{binary} not found: apt-get install -y {binary}")
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    install = ["apt-get", "install", "-y", "-q", "wrk"]
+    install = ["apt-get", "install", "-y", "-q", binary]
     if subprocess.run(install, env=env, stdout=PIPE).returncode != 0:
         subprocess.run(["apt-get", "update", "-q"], env=env, stdout=PIPE)
         if subprocess.run(install, env=env, stdout=PIPE).returncode != 0:
-            say("could not install wrk; the ASGI benchmark uses its Python client")
+            say(f"could not install {binary}; {otherwise}")
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """Run ``python -m benchmarks`` in .venv; it writes docs/benchmarks.md."""
     python = bootstrap()
-    ensure_wrk()
     bench_python = dev_venv(python, args.python)
+    if args.instructions is not None:
+        # (valgrind's callgrind counts them: benchmarks/instructions.py)
+        ensure_package("valgrind", "instructions cannot be counted")
+        command = ["-m", "benchmarks.instructions", *args.instructions]
+    else:
+        ensure_package("wrk", "the ASGI benchmark uses its Python client")
+        command = ["-m", "benchmarks", *options_of(args)]
+    with database(python, args.embedded) as (url, version):
+        say(f"benchmarking against PostgreSQL {version} at {describe(url)}")
+        env = dict(os.environ, DATABASE_URL=url)
+        return run([str(bench_python), *command], env)
+
+
+def options_of(args: argparse.Namespace) -> list[str]:
+    """``python -m benchmarks``'s options, from ``dev.py bench``'s."""
     options = ["--quick"] if args.quick else []
     options += ["--rounds", str(args.rounds)] if args.rounds else []
     options += ["--only", args.only] if args.only else []
     options += ["--no-write"] if args.no_write else []
-    with database(python, args.embedded) as (url, version):
-        say(f"benchmarking against PostgreSQL {version} at {describe(url)}")
-        env = dict(os.environ, DATABASE_URL=url)
-        return run([str(bench_python), "-m", "benchmarks", *options], env)
+    return options
 
 
 def cmd_lint(args: argparse.Namespace) -> int:
@@ -445,6 +458,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--python",
         choices=["3.13"],
         help="on Python 3.13 and Django 6.1 (docs/benchmarks-py3.13.md)",
+    )
+    bench.add_argument(
+        "--instructions",
+        nargs="*",
+        metavar="SCENARIO",
+        help="instructions per operation (callgrind) instead; none: every scenario",
     )
     bench.set_defaults(func=cmd_bench)
     suite = sub.add_parser(
