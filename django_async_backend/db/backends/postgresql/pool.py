@@ -106,8 +106,8 @@ def _pool_class() -> Any:
 
         A task keeps its connection between uses, and gives it back when
         another task needs one while it is not using it and waits for
-        something else (see PooledMixin.became_unused): checkouts do not pay for a new
-        checkout at every query, and idle tasks never starve the pool.
+        something else (see PooledMixin.became_unused): queries do not pay
+        for a checkout each, and idle tasks never starve the pool.
         """
 
         alias = "?"
