@@ -119,13 +119,7 @@ class PooledScenarios(LifecycleScenarios):
             await holding.wait()
             return await self.query(alias)  # waits: the pool's one slot is taken
 
-        with temporary_alias(
-            alias,
-            OPTIONS={
-                "application_name": self.app,
-                "pool": {"min_size": 1, "max_size": 1},
-            },
-        ):
+        with self.one_slot():
             held = asyncio.create_task(holder())
             waiting = asyncio.create_task(waiter())
             await holding.wait()
@@ -134,6 +128,14 @@ class PooledScenarios(LifecycleScenarios):
             release.set()
             await held
             self.assertIsInstance(await waiting, int)
+
+    def one_slot(self, **timeout: float) -> Any:
+        """The alias ``<alias>_one`` on a pool of one connection
+        (``timeout=``: how long a checkout waits; psycopg_pool's default)."""
+        options = {"min_size": 1, "max_size": 1, **timeout}
+        return temporary_alias(
+            f"{self.alias}_one", OPTIONS={"application_name": self.app, "pool": options}
+        )
 
     def waiting_clients(self, alias: str) -> int:
         openings = loop_state().pools
@@ -189,10 +191,7 @@ class PooledScenarios(LifecycleScenarios):
 
     async def test_an_unused_connection_goes_to_a_task_that_needs_one(self) -> None:
         alias = f"{self.alias}_one"
-        options = {"min_size": 1, "max_size": 1, "timeout": 1}
-        with temporary_alias(
-            alias, OPTIONS={"application_name": self.app, "pool": options}
-        ):
+        with self.one_slot(timeout=1):
             idle, done = asyncio.Event(), asyncio.Event()
 
             async def owner() -> int:
@@ -207,13 +206,6 @@ class PooledScenarios(LifecycleScenarios):
             self.assertIsInstance(await asyncio.create_task(self.query(alias)), int)
             done.set()
             self.assertIsInstance(await task, int)
-
-    def one_slot(self) -> Any:
-        """A pool of one connection, checkouts waiting at most 5 s."""
-        options = {"min_size": 1, "max_size": 1, "timeout": 5}
-        return temporary_alias(
-            f"{self.alias}_one", OPTIONS={"application_name": self.app, "pool": options}
-        )
 
     async def busy_owner_and_waiter(self, between: Any) -> list[str]:
         """The owner runs a query, and ``between()`` after it, while another
@@ -256,7 +248,7 @@ class PooledScenarios(LifecycleScenarios):
         async def nothing() -> None:
             pass
 
-        with self.one_slot():
+        with self.one_slot(timeout=5):
             order = await self.busy_owner_and_waiter(nothing)
         self.assertEqual(order, ["owner", "owner", "owner", "other"])
 
@@ -269,7 +261,7 @@ class PooledScenarios(LifecycleScenarios):
         async def wait_elsewhere() -> None:
             await asyncio.sleep(0)
 
-        with self.one_slot():
+        with self.one_slot(timeout=5):
             order = await self.busy_owner_and_waiter(wait_elsewhere)
         self.assertEqual(order, ["owner", "other", "owner", "owner"])
 
